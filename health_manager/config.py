@@ -1,0 +1,332 @@
+"""The configuration: HM 2.0's YAML keys turned into one frozen, validated object.
+
+Every key of the Ruby original is read with its default; `0` is a value, not "unset".
+Invalid values raise ConfigError naming the key; unknown keys become warnings.
+"""
+
+import os
+import secrets
+from urllib.parse import urlsplit
+
+import attrs
+import yaml
+
+
+class ConfigError(Exception):
+    """A configuration value that the health manager cannot run with."""
+
+    def __init__(self, key, problem):
+        super().__init__(f"config key {key!r}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+LOG_LEVELS = ("off", "fatal", "error", "warn", "info", "debug", "debug1", "debug2", "all")
+
+
+@attrs.frozen
+class Intervals:
+    desired_state_update: float = 60
+    desired_state_lost: float = 180
+    droplet_lost: float = 30
+    droplets_analysis: float = 20
+    request_queue: float = 1
+    queue_batch_size: int = 40
+    flapping_death: int = 1
+    flapping_timeout: float = 500
+    min_restart_delay: int = 60
+    max_restart_delay: float = 480
+    delay_time_noise: float = 5
+    giveup_crash_number: int = 4
+    droplet_gc_grace_period: float = 240
+    droplet_gc: float = 300
+    bulk_credentials_timeout: float = 5
+    # Extension: seconds a bulk-API request may take before it counts as a transport error.
+    bulk_request_timeout: float = 30
+
+
+@attrs.frozen
+class LoggingConfig:
+    level: str = "info"
+    file: str | None = None
+    syslog: str | None = None
+    json: bool = False
+
+
+@attrs.frozen
+class BulkApiConfig:
+    host: str
+    batch_size: int = 500
+
+
+@attrs.frozen
+class StatusConfig:
+    port: int
+    user: str
+    password: str
+    credentials_generated: bool
+
+
+@attrs.frozen
+class Config:
+    mbus: str
+    bulk_api: BulkApiConfig
+    status: StatusConfig
+    intervals: Intervals = Intervals()
+    logging: LoggingConfig = LoggingConfig()
+    local_route: str | None = None
+    pid: str | None = None
+    index: int = 0
+    cc_partition: str = "default"
+    number_of_droplets_analyzed_per_analysis_iteration: int = 200
+    black_box_test_mode: bool = False
+    # Extension: heartbeats carrying more entries than this are rejected whole.
+    max_heartbeat_entries: int = 10_000
+    # The raw mapping as read (after overrides), for /varz with secrets removed.
+    raw: dict = attrs.field(factory=dict, eq=False, repr=False)
+
+    @property
+    def bulk_credentials_subject(self):
+        return f"cloudcontroller.bulk.credentials.{self.cc_partition}"
+
+
+# Which intervals are counts (integers) rather than periods, and which periods drive a
+# timer (0 would spin the reactor) rather than a comparison (0 is a meaningful value).
+_COUNT_INTERVALS = {"queue_batch_size", "flapping_death", "giveup_crash_number"}
+_TIMER_PERIODS = {
+    "desired_state_update", "droplets_analysis", "request_queue", "droplet_gc",
+    "bulk_credentials_timeout", "bulk_request_timeout",
+}
+_NEGATIVE_ALLOWED = {"giveup_crash_number"}
+# HM 2.0 read these but never used them; a warning says so instead of silence.
+_UNUSED_INTERVALS = {"analysis_delay", "postpone_update", "run_loop_interval"}
+
+_TOP_LEVEL_KEYS = {
+    "mbus", "local_route", "logging", "pid", "index", "bulk_api", "status", "cc_partition",
+    "number_of_droplets_analyzed_per_analysis_iteration", "black_box_test_mode",
+    "health_manager_component_registry", "intervals", "max_heartbeat_entries",
+}
+
+
+def load_config(path, environ=None, token_hex=secrets.token_hex):
+    """Read `path` and return (Config, warnings). Raises ConfigError for anything invalid."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError("--config", f"cannot read {path}: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError("--config", f"{path} is not valid YAML: {_one_line(e)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("--config", f"{path} must hold a mapping of keys, not {_kind(raw)}")
+    return build_config(raw, os.environ if environ is None else environ, token_hex)
+
+
+def build_config(raw, environ, token_hex=secrets.token_hex):
+    """Validate a mapping as read from YAML; returns (Config, warnings)."""
+    warnings = []
+    raw = dict(raw)
+    if environ.get("MBUS_URI"):
+        raw["mbus"] = environ["MBUS_URI"]
+    logging_raw = _section(raw, "logging")
+    if environ.get("LOG_LEVEL"):
+        logging_raw = dict(logging_raw, level=environ["LOG_LEVEL"])
+        raw["logging"] = logging_raw
+
+    for key in raw:
+        if key not in _TOP_LEVEL_KEYS:
+            warnings.append(f"unknown config key {key!r} ignored")
+
+    mbus = _required_str(raw, "mbus")
+    _check_nats_uri(mbus)
+
+    intervals_raw = _section(raw, "intervals")
+    intervals = {}
+    known_intervals = {f.name for f in attrs.fields(Intervals)}
+    for key, value in intervals_raw.items():
+        name = f"intervals.{key}"
+        if key in _UNUSED_INTERVALS:
+            warnings.append(f"config key {name!r} has no effect (HM 2.0 did not use it either)")
+        elif key not in known_intervals:
+            warnings.append(f"unknown config key {name!r} ignored")
+        elif value is not None:
+            intervals[key] = _interval(name, key, value)
+    intervals = Intervals(**intervals)
+    if not isinstance(intervals.min_restart_delay, int):
+        raise ConfigError("intervals.min_restart_delay", "must be a whole number of seconds")
+
+    bulk_raw = _section(raw, "bulk_api")
+    _warn_unknown(bulk_raw, "bulk_api", {"host", "batch_size"}, warnings)
+    host = _required_str(bulk_raw, "host", "bulk_api.host")
+    if not host.startswith(("http://", "https://")):
+        host = "http://" + host
+    batch_size = _int(bulk_raw, "batch_size", "bulk_api.batch_size", 500, minimum=1,
+                      numeric_string=True)
+
+    status_raw = _section(raw, "status")
+    _warn_unknown(status_raw, "status", {"port", "user", "password"}, warnings)
+    port = _int(status_raw, "port", "status.port", 0, minimum=0)
+    if port > 65535:
+        raise ConfigError("status.port", f"must be at most 65535, got {port}")
+    user = _optional_str(status_raw, "user", "status.user")
+    password = _optional_str(status_raw, "password", "status.password")
+    generated = user is None or password is None
+    status = StatusConfig(
+        port=port,
+        user=user if user is not None else token_hex(16),
+        password=password if password is not None else token_hex(16),
+        credentials_generated=generated,
+    )
+
+    _warn_unknown(logging_raw, "logging",
+                  {"level", "default_log_level", "file", "syslog", "json", "max_retries",
+                   "fluentd"}, warnings)
+    level = logging_raw.get("level")
+    if level is None:
+        level = logging_raw.get("default_log_level", "info")
+    if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
+        raise ConfigError("logging.level", f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    for ignored in ("max_retries", "fluentd"):
+        if logging_raw.get(ignored) is not None:
+            warnings.append(f"config key 'logging.{ignored}' has no effect here")
+    logging_config = LoggingConfig(
+        level=level.lower(),
+        file=_optional_str(logging_raw, "file", "logging.file"),
+        syslog=_optional_str(logging_raw, "syslog", "logging.syslog"),
+        json=_bool(logging_raw, "json", "logging.json"),
+    )
+
+    config = Config(
+        mbus=mbus,
+        bulk_api=BulkApiConfig(host=host.rstrip("/"), batch_size=batch_size),
+        status=status,
+        intervals=intervals,
+        logging=logging_config,
+        local_route=_optional_str(raw, "local_route", "local_route"),
+        pid=_optional_str(raw, "pid", "pid"),
+        index=_int(raw, "index", "index", 0, minimum=0),
+        cc_partition=_optional_str(raw, "cc_partition", "cc_partition") or "default",
+        number_of_droplets_analyzed_per_analysis_iteration=_int(
+            raw, "number_of_droplets_analyzed_per_analysis_iteration",
+            "number_of_droplets_analyzed_per_analysis_iteration", 200, minimum=1),
+        black_box_test_mode=_bool(raw, "black_box_test_mode", "black_box_test_mode"),
+        max_heartbeat_entries=_int(raw, "max_heartbeat_entries", "max_heartbeat_entries",
+                                   10_000, minimum=1),
+        raw=raw,
+    )
+    return config, warnings
+
+
+def _one_line(error):
+    return " ".join(str(error).split())
+
+
+def _kind(value):
+    return type(value).__name__
+
+
+def _section(raw, key):
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"must be a mapping, got {_kind(value)}")
+    return value
+
+
+def _warn_unknown(section, prefix, known, warnings):
+    for key in section:
+        if key not in known:
+            warnings.append(f"unknown config key '{prefix}.{key}' ignored")
+
+
+def _required_str(section, key, name=None):
+    name = name or key
+    value = section.get(key)
+    if value is None:
+        raise ConfigError(name, "is required")
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(name, f"must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _optional_str(section, key, name):
+    value = section.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(name, f"must be a string, got {_kind(value)}")
+    return str(value)
+
+
+def _bool(section, key, name):
+    value = section.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ConfigError(name, f"must be true or false, got {value!r}")
+    return value
+
+
+def _int(section, key, name, default, minimum=None, numeric_string=False):
+    value = section.get(key)
+    if value is None:
+        return default
+    if numeric_string and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(name, f"must be a whole number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {value}")
+    return value
+
+
+def _interval(name, key, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        kind = "a whole number" if key in _COUNT_INTERVALS else "a number of seconds"
+        raise ConfigError(name, f"must be {kind}, got {value!r}")
+    if key in _COUNT_INTERVALS and not isinstance(value, int):
+        raise ConfigError(name, f"must be a whole number, got {value!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(name, f"must be finite, got {value!r}")
+    if value < 0 and key not in _NEGATIVE_ALLOWED:
+        raise ConfigError(name, f"must not be negative, got {value!r}")
+    if value == 0 and key in _TIMER_PERIODS:
+        raise ConfigError(name, "must be greater than 0 (it is the period of a timer)")
+    return value
+
+
+def _check_nats_uri(uri):
+    parts = urlsplit(uri)
+    if parts.scheme not in ("nats", "tls") or not parts.hostname:
+        raise ConfigError("mbus", f"must be a nats://[user:password@]host:port URI, got {redact_uri(uri)!r}")
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigError("mbus", f"has an invalid port: {redact_uri(uri)!r}") from None
+
+
+def redact_uri(uri):
+    """The URI with any password replaced, safe for logs and errors."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+_SECRET_KEYS = {"mbus", "service_mbus", "keys", "database_environment", "password", "pass",
+                "token", "health_manager_component_registry"}
+
+
+def redacted(raw):
+    """The config mapping with every secret key removed at any depth (as VCAP::Component)."""
+    if isinstance(raw, dict):
+        return {k: redacted(v) for k, v in raw.items() if k not in _SECRET_KEYS}
+    if isinstance(raw, list):
+        return [redacted(v) for v in raw]
+    return raw

@@ -1,0 +1,130 @@
+"""The Scheduler: every timer of the health manager, over one injected IReactorTime.
+
+Periodic work never dies (each tick catches and logs), never overlaps (a tick whose
+Deferred is still running is skipped), and is tracked so that black-box mode can wait
+until all work caused by a clock step has finished (`idle()`).
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+
+class Receipt:
+    """A cancellable handle on one delayed call."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call):
+        self._call = call
+
+    def cancel(self):
+        if self._call.active():
+            self._call.cancel()
+
+    def active(self):
+        return self._call.active()
+
+
+class Scheduler:
+    log = Logger()
+
+    def __init__(self, clock, eventual=None):
+        """`clock` provides "now" and every timer; `eventual` (default: the clock) runs
+        `immediately` work, so black-box mode can run it without advancing fake time."""
+        self._clock = clock
+        self._eventual = eventual if eventual is not None else clock
+        self._periodic = []  # [name, period, fn, DelayedCall | None, running Deferred | None]
+        self._in_flight = set()
+        self._idle_waiters = []
+        self._running = False
+
+    def now(self):
+        return self._clock.seconds()
+
+    def at_interval(self, period, fn, name):
+        """Run `fn` every `period` seconds, first one period after start()."""
+        entry = [name, period, fn, None, None]
+        self._periodic.append(entry)
+        if self._running:
+            self._arm(entry)
+
+    def after(self, delay, fn, name):
+        """Run `fn` once, `delay` seconds from now. Returns a Receipt."""
+        return Receipt(self._clock.callLater(max(0, delay), self._run_once, fn, name))
+
+    def immediately(self, fn, name):
+        """Run `fn` on the next reactor turn. Returns a Receipt."""
+        return Receipt(self._eventual.callLater(0, self._run_once, fn, name))
+
+    def start(self):
+        self._running = True
+        for entry in self._periodic:
+            self._arm(entry)
+
+    def stop(self):
+        """Cancel every periodic timer. Returns a Deferred firing once in-flight work ends."""
+        self._running = False
+        for entry in self._periodic:
+            if entry[3] is not None and entry[3].active():
+                entry[3].cancel()
+            entry[3] = None
+        return self.idle()
+
+    def track(self, result):
+        """Count `result` (a Deferred, or anything else) as work in flight until it fires."""
+        if not isinstance(result, defer.Deferred):
+            return result
+        self._in_flight.add(result)
+
+        def done(outcome):
+            self._in_flight.discard(result)
+            if not self._in_flight:
+                waiters, self._idle_waiters = self._idle_waiters, []
+                for waiter in waiters:
+                    waiter.callback(None)
+            return outcome
+
+        result.addBoth(done)
+        return result
+
+    def idle(self):
+        """A Deferred that fires once no tracked work is in flight."""
+        if not self._in_flight:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._idle_waiters.append(waiter)
+        return waiter
+
+    def _arm(self, entry):
+        entry[3] = self._clock.callLater(entry[1], self._tick, entry)
+
+    def _tick(self, entry):
+        name, _period, fn, _call, running = entry
+        if self._running:
+            self._arm(entry)
+        if running is not None:
+            self.log.debug("{name} still running, tick skipped", name=name)
+            return
+        result = self._call(fn, name)
+        if isinstance(result, defer.Deferred):
+            entry[4] = result
+
+            def finished(outcome):
+                entry[4] = None
+                return outcome
+
+            result.addBoth(finished)
+
+    def _run_once(self, fn, name):
+        self._call(fn, name)
+
+    def _call(self, fn, name):
+        try:
+            result = fn()
+        except Exception:
+            self.log.failure("{name} failed", name=name)
+            return None
+        if isinstance(result, defer.Deferred):
+            result.addErrback(lambda f: self.log.failure("{name} failed", f, name=name))
+            return self.track(result)
+        return None
