@@ -60,3 +60,19 @@ class IMessageBus(Interface):
 
     def add_connection_listener(callback):
         """Call `callback(connected: bool)` on every change of the connection state."""
+
+
+class IDesiredState(Interface):
+    """The Cloud Controller's desired state, as the policy sees it."""
+
+    available = Attribute("True after the last bulk-API response was a 200 and no error since.")
+
+    def is_fresh():
+        """True when available and a complete bulk pass finished within
+        `intervals.desired_state_lost` seconds: only then may the policy stop extra apps,
+        start missing instances or garbage-collect droplets."""
+
+    def refresh():
+        """Fetch user counts and every /bulk/apps page, applying each valid app entry.
+        Overlapping calls are merged: while a pass runs, further calls share one follow-up
+        pass. Returns a Deferred that fires (never fails) when the pass it joined ends."""
