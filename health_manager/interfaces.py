@@ -65,7 +65,7 @@ class IMessageBus(Interface):
 class IDesiredState(Interface):
     """The Cloud Controller's desired state, as the policy sees it."""
 
-    available = Attribute("True after the last bulk-API response was a 200 and no error since.")
+    available = Attribute("True after a complete bulk pass succeeded, until a pass fails.")
 
     def is_fresh():
         """True when available and a complete bulk pass finished within

@@ -1,0 +1,248 @@
+"""The status server: /varz and /healthz over HTTP, behind basic auth (PROTOCOL.md §6).
+
+Owns the twisted.web site, the basic-auth check, the composition of /varz (the metrics'
+keys plus the VCAP::Component keys: identity, uptime, process vitals, redacted config, log
+counts), and the listening address (`host`), which the Manager then announces through the
+Component.
+"""
+
+import base64
+import binascii
+import functools
+import hmac
+import os
+
+import orjson
+import psutil
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from health_manager.component import LOOPBACK, local_ip
+from health_manager.config import redacted
+
+REALM = "health_manager"
+ALLOWED_METHODS = (b"GET", b"HEAD")
+
+# HM 2.0 published these varz keys with fixed values (PROTOCOL.md §6.2); kept so that
+# readers of the old /varz find every key they knew.
+HM2_FIXED_VARZ = {
+    "varz_publishes": 0,
+    "varz_holds": 0,
+    "droplets": {},
+    "last_up_known": None,
+    "users": [],
+    "apps": [],
+}
+
+
+class LogCounts:
+    """A twisted.logger observer counting events per level, for `log_counts` in /varz."""
+
+    def __init__(self):
+        self._counts = {}
+
+    def __call__(self, event):
+        level = event.get("log_level")
+        if level is None:
+            return
+        name = level.name
+        self._counts[name] = self._counts.get(name, 0) + 1
+
+    def as_dict(self):
+        return dict(self._counts)
+
+
+def sample_vitals(process):
+    """Process and host vitals as VCAP::Component reports them."""
+    memory = psutil.virtual_memory()
+    return {
+        "mem": process.memory_info().rss // 1024,
+        "cpu": process.cpu_percent(interval=None),
+        "mem_used_bytes": memory.used,
+        "mem_free_bytes": memory.available,
+        "cpu_load_avg": os.getloadavg()[0],
+    }
+
+
+class Vitals:
+    """Vitals sampled at most once per `min_interval` seconds of the injected clock."""
+
+    def __init__(self, clock, sample=None, min_interval=1.0):
+        self._clock = clock
+        if sample is None:
+            process = psutil.Process()
+            process.cpu_percent(interval=None)  # primes the counter: the first call reads 0
+            sample = functools.partial(sample_vitals, process)
+        self._sample = sample
+        self._min_interval = min_interval
+        self._last = None
+        self._sampled_at = None
+
+    def current(self):
+        now = self._clock.seconds()
+        if self._last is None or now - self._sampled_at >= self._min_interval:
+            self._last = self._sample()
+            self._sampled_at = now
+        return dict(self._last)
+
+
+def basic_auth_valid(header, user, password):
+    """True when the Authorization `header` (bytes or None) carries exactly user:password.
+
+    Both parts are always compared, in constant time, so timing reveals neither.
+    """
+    given_user, given_password = b"", b""
+    if header:
+        scheme, _, encoded = header.partition(b" ")
+        if scheme.lower() == b"basic":
+            try:
+                decoded = base64.b64decode(encoded.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                decoded = b""
+            given_user, _, given_password = decoded.partition(b":")
+    user_ok = hmac.compare_digest(given_user, user.encode("utf-8"))
+    password_ok = hmac.compare_digest(given_password, password.encode("utf-8"))
+    return header is not None and user_ok & password_ok
+
+
+class StatusResource(Resource):
+    """The whole site: auth first, then /varz or /healthz, GET and HEAD only."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, user, password, varz, bus_connected):
+        super().__init__()
+        self._user = user
+        self._password = password
+        self._varz = varz
+        self._bus_connected = bus_connected
+
+    def render(self, request):
+        if not basic_auth_valid(request.getHeader(b"authorization"), self._user,
+                                self._password):
+            request.setResponseCode(401)
+            request.setHeader(b"www-authenticate", f'Basic realm="{REALM}"'.encode())
+            return self._text(request, b"Unauthorized\n", b"text/plain")
+        if request.path == b"/varz":
+            render = self._render_varz
+        elif request.path == b"/healthz":
+            render = self._render_healthz
+        else:
+            request.setResponseCode(404)
+            return self._text(request, b"Not Found\n", b"text/plain")
+        if request.method not in ALLOWED_METHODS:
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b", ".join(ALLOWED_METHODS))
+            return self._text(request, b"Method Not Allowed\n", b"text/plain")
+        return render(request)
+
+    def _render_varz(self, request):
+        body = orjson.dumps(self._varz(), default=str,
+                            option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+        return self._text(request, body + b"\n", b"application/json")
+
+    def _render_healthz(self, request):
+        # HM 2.0 always said ok; we say so only while the bus is up.
+        if self._bus_connected():
+            return self._text(request, b"ok\n", b"application/json")
+        request.setResponseCode(503)
+        return self._text(request, b"not connected\n", b"application/json")
+
+    @staticmethod
+    def _text(request, body, content_type):
+        request.setHeader(b"content-type", content_type)
+        request.setHeader(b"content-length", b"%d" % len(body))
+        # For HEAD, the headers say what GET would send; the body is left out.
+        return b"" if request.method == b"HEAD" else body
+
+
+class _StatusSite(Site):
+    """A Site whose access log goes to debug: the collector polls /varz all day."""
+
+    access_log = Logger()
+
+    def log(self, request):
+        self.access_log.debug(
+            "{method} {path} {code}", method=request.method.decode("ascii", "replace"),
+            path=request.path.decode("ascii", "replace"), code=request.code)
+
+
+class StatusServer(Service):
+    """Serves /varz and /healthz on the local_route IP, then registers the component."""
+
+    log = Logger()
+
+    def __init__(self, config, metrics, component, bus_connected, reactor, clock,
+                 log_counts=None, vitals=None, route_ip=local_ip):
+        """`bus_connected()` says whether NATS is up; `reactor` provides listenTCP (and
+        the site's timeouts); `clock` paces the vitals sampling."""
+        self._config = config
+        self._metrics = metrics
+        self._component = component
+        self._bus_connected = bus_connected
+        self._reactor = reactor
+        self._log_counts = log_counts
+        self._vitals = vitals if vitals is not None else Vitals(clock)
+        self._route_ip = route_ip
+        self._num_cores = psutil.cpu_count() or os.cpu_count() or 1
+        self._config_view = redacted(config.raw)
+        resource = StatusResource(config.status.user, config.status.password, self.varz,
+                                  bus_connected)
+        self.site = _StatusSite(resource, reactor=reactor)
+        self.site.noisy = False
+        self.ip = None
+        self.port = None
+        self._listening = None
+
+    def startService(self):
+        super().startService()
+        self.ip = self._choose_ip()
+        self._listening = self._reactor.listenTCP(self._config.status.port, self.site,
+                                                  interface=self.ip)
+        self.port = self._listening.getHost().port
+        self.log.info("status server listening on {host}", host=self.host)
+
+    def stopService(self):
+        super().stopService()
+        listening, self._listening = self._listening, None
+        if listening is None:
+            return defer.succeed(None)
+        return defer.maybeDeferred(listening.stopListening)
+
+    @property
+    def host(self):
+        """`ip:port` as announced, or None before the server listens."""
+        return None if self.port is None else f"{self.ip}:{self.port}"
+
+    def varz(self):
+        """Every /varz key: the metrics, then the component keys (PROTOCOL.md §6.2, §6.3)."""
+        varz = dict(HM2_FIXED_VARZ)
+        varz.update(self._metrics.varz())
+        varz.update(self._component.identity())
+        varz["host"] = self.host
+        varz.update(self._vitals.current())
+        varz.update(
+            uptime=self._component.uptime(),
+            num_cores=self._num_cores,
+            config=self._config_view,
+            log_counts=self._log_counts.as_dict() if self._log_counts is not None else {},
+            state="RUNNING",
+            nats_connected=bool(self._bus_connected()),
+        )
+        return varz
+
+    def _choose_ip(self):
+        route = self._config.local_route
+        if route is None:
+            self.log.info("local_route not set, status server binds {ip}", ip=LOOPBACK)
+            return LOOPBACK
+        ip = self._route_ip(route)
+        if ip is None:
+            self.log.warn("no local IP routes to local_route {route}, status server binds "
+                          "{ip}", route=route, ip=LOOPBACK)
+            return LOOPBACK
+        return ip
