@@ -1,0 +1,180 @@
+"""ActualState: what DEAs and the CC say happened, turned into model updates and
+Harmonizer calls. Subscribes `dea.heartbeat`, `droplet.exited` and `droplet.updated`.
+
+Every field is validated; a bad message is logged once and counted (metrics.reject), a bad
+heartbeat entry is counted (metrics.skip_entry) while the other entries still apply. The
+heartbeat handler is the hot path: one orjson decode and a few dict lookups per entry.
+"""
+
+import orjson
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from health_manager.constants import (
+    EXIT_CRASHED, EXIT_DEA_EVACUATION, EXIT_DEA_SHUTDOWN, EXIT_STOPPED,
+)
+from health_manager.model.heartbeat import is_index, is_number, parse_heartbeat_entry
+
+HEARTBEAT = "dea.heartbeat"
+EXITED = "droplet.exited"
+UPDATED = "droplet.updated"
+
+
+class BadMessage(ValueError):
+    """A message whose shape or field types the health manager cannot use."""
+
+
+def decode_object(data):
+    """The JSON object in `data`; BadMessage for invalid JSON or a non-object."""
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise BadMessage(f"invalid JSON ({e})") from None
+    if type(body) is not dict:
+        raise BadMessage(f"expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def require_str(body, key):
+    value = body.get(key)
+    if type(value) is not str:
+        raise BadMessage(f"field {key!r} must be a string, got {value!r}")
+    return value
+
+
+def require_index(body, key="index"):
+    value = body.get(key)
+    if not is_index(value):
+        raise BadMessage(f"field {key!r} must be an integer >= 0, got {value!r}")
+    return value
+
+
+class ActualState:
+    log = Logger()
+
+    def __init__(self, config, bus, registry, harmonizer, freshness, metrics, scheduler):
+        self._intervals = config.intervals
+        self._max_entries = config.max_heartbeat_entries
+        self._bus = bus
+        self._registry = registry
+        self._harmonizer = harmonizer
+        self._freshness = freshness
+        self._metrics = metrics
+        self._scheduler = scheduler
+
+    def subscribe(self):
+        """Subscribe the three subjects and feed the bus connection state to freshness.
+        Returns a Deferred firing with the subscriptions."""
+        self._bus.add_connection_listener(self._freshness.on_connection_changed)
+        if self._bus.connected:
+            self._freshness.on_connection_changed(True)
+        return defer.gatherResults([
+            self._bus.subscribe(HEARTBEAT, self.on_heartbeat),
+            self._bus.subscribe(EXITED, self.on_exited),
+            self._bus.subscribe(UPDATED, self.on_updated),
+        ], consumeErrors=True)
+
+    def _reject(self, subject, problem):
+        self._metrics.reject(subject)
+        self.log.warn("rejected {subject} message: {problem}", subject=subject,
+                      problem=problem)
+
+    def on_heartbeat(self, message):
+        metrics = self._metrics
+        metrics.heartbeat_msgs_received += 1
+        try:
+            body = decode_object(message.data)
+            entries = body.get("droplets")
+            if type(entries) is not list:
+                raise BadMessage("field 'droplets' must be an array")
+            if len(entries) > self._max_entries:
+                raise BadMessage(f"{len(entries)} entries, more than max_heartbeat_entries "
+                                 f"({self._max_entries})")
+        except BadMessage as e:
+            self._reject(HEARTBEAT, e)
+            return
+        try:
+            self._apply_heartbeat(entries)
+        except Exception:
+            metrics.reject(HEARTBEAT)
+            self.log.failure("failed to apply a {subject} message", subject=HEARTBEAT)
+
+    def _apply_heartbeat(self, entries):
+        self._freshness.on_heartbeat()
+        now = self._scheduler.now()
+        get_or_create = self._registry.get_or_create
+        on_extra = self._harmonizer.on_heartbeat_extra
+        skipped = 0
+        for entry in entries:
+            beat = parse_heartbeat_entry(entry)
+            if beat is None:
+                skipped += 1
+                continue
+            droplet = get_or_create(beat.droplet, now)
+            extra = droplet.process_heartbeat(beat, now)
+            if extra is not None:
+                on_extra(droplet, beat.version, extra)
+        self._metrics.instance_heartbeats_received += len(entries) - skipped
+        if skipped:
+            self._metrics.skip_entry(HEARTBEAT, skipped)
+            self.log.warn("skipped {skipped} of {total} {subject} entries with missing or "
+                          "mistyped fields", skipped=skipped, total=len(entries),
+                          subject=HEARTBEAT)
+
+    def on_exited(self, message):
+        self._metrics.droplet_exited_msgs_received += 1
+        try:
+            body = decode_object(message.data)
+            droplet_id = require_str(body, "droplet")
+            version = require_str(body, "version")
+            guid = require_str(body, "instance")
+            index = require_index(body)
+            reason = require_str(body, "reason")
+            crash_timestamp = body.get("crash_timestamp")
+            if reason == EXIT_CRASHED and not is_number(crash_timestamp):
+                raise BadMessage(f"a CRASHED exit needs a numeric 'crash_timestamp', got "
+                                 f"{crash_timestamp!r}")
+        except BadMessage as e:
+            self._reject(EXITED, e)
+            return
+        try:
+            self._apply_exit(droplet_id, version, guid, index, reason, crash_timestamp)
+        except Exception:
+            self._metrics.reject(EXITED)
+            self.log.failure("failed to apply a {subject} message", subject=EXITED)
+
+    def _apply_exit(self, droplet_id, version, guid, index, reason, crash_timestamp):
+        now = self._scheduler.now()
+        droplet = self._registry.get_or_create(droplet_id, now)
+        instance = droplet.process_exit(version, index, guid, now)
+        if reason == EXIT_CRASHED:
+            intervals = self._intervals
+            droplet.process_exit_crash(instance, guid, crash_timestamp,
+                                       intervals.flapping_timeout, intervals.flapping_death,
+                                       now)
+            if instance.guid is not None and instance.guid != guid:
+                self.log.warn("unexpected instance_id {guid} crashed on app_id={droplet} "
+                              "index={index}, slot holds {current}", guid=guid,
+                              droplet=droplet_id, index=index, current=instance.guid)
+            self._harmonizer.on_exit_crashed(droplet, version, index, instance)
+        elif reason == EXIT_DEA_SHUTDOWN or reason == EXIT_DEA_EVACUATION:
+            self._harmonizer.on_exit_dea(droplet, index)
+        elif reason == EXIT_STOPPED:
+            self._harmonizer.on_exit_stopped(droplet, index)
+        else:
+            self.log.info("instance exited with unknown reason {reason}: app_id={droplet} "
+                          "index={index}", reason=reason, droplet=droplet_id, index=index)
+
+    def on_updated(self, message):
+        self._metrics.droplet_updated_msgs_received += 1
+        try:
+            droplet_id = require_str(decode_object(message.data), "droplet")
+        except BadMessage as e:
+            self._reject(UPDATED, e)
+            return
+        try:
+            droplet = self._registry.get_or_create(droplet_id, self._scheduler.now())
+            self._harmonizer.on_droplet_updated(droplet)
+        except Exception:
+            self._metrics.reject(UPDATED)
+            self.log.failure("failed to apply a {subject} message", subject=UPDATED)

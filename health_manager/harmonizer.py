@@ -1,0 +1,263 @@
+"""The Harmonizer: THE POLICY. What the health manager does, and when, in one place.
+
+`prepare()` lists every periodic activity by interval name; the `on_*` hooks say how each
+event is answered (PROTOCOL.md §5). Beyond HM 2.0 (DESIGN.md §6): stops always name
+instances and count them in `running`; vanished instances are marked DOWN before the
+missing check; missing starts wait for a fresh actual state; no analysis action and no
+droplet GC while the desired state is stale.
+"""
+
+import random
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from health_manager.constants import FLAPPING, HIGH, LOW, NORMAL
+from health_manager.metrics import RealtimeTotals
+
+# 2**64 already dwarfs any max_restart_delay; bounding the exponent keeps the math cheap.
+_MAX_BACKOFF_EXPONENT = 64
+
+
+class _AnalysisPass:
+    """One walk over a snapshot of the registry, a slice per reactor turn."""
+
+    __slots__ = ("droplets", "position", "started", "totals", "done")
+
+    def __init__(self, droplets, started):
+        self.droplets = droplets
+        self.position = 0
+        self.started = started
+        self.totals = RealtimeTotals()
+        self.done = defer.Deferred()
+
+
+class Harmonizer:
+    log = Logger()
+
+    def __init__(self, config, scheduler, registry, nudger, desired_state, actual_freshness,
+                 metrics, noise=random.uniform):
+        self._intervals = config.intervals
+        self._slice_size = config.number_of_droplets_analyzed_per_analysis_iteration
+        self._scheduler = scheduler
+        self._registry = registry
+        self._nudger = nudger
+        self._desired_state = desired_state
+        self._actual_freshness = actual_freshness
+        self._metrics = metrics
+        self._noise = noise
+
+    def prepare(self):
+        """Register every periodic activity with the scheduler."""
+        intervals = self._intervals
+        scheduler = self._scheduler
+        scheduler.immediately(self.update_desired_state, "desired_state_update")
+        scheduler.at_interval(intervals.desired_state_update, self.update_desired_state,
+                              "desired_state_update")
+        scheduler.at_interval(intervals.request_queue, self._nudger.drain, "request_queue")
+        scheduler.at_interval(intervals.droplets_analysis, self.analyze_droplets,
+                              "droplets_analysis")
+        scheduler.at_interval(intervals.droplet_gc, self.gc_droplets, "droplet_gc")
+
+    def update_desired_state(self):
+        return self._desired_state.refresh()
+
+    # -- events from the actual state ----------------------------------------------------
+
+    def on_heartbeat_extra(self, droplet, version, guid):
+        """Two live guids on one slot (§5.3): stop the older one unless the app is stale."""
+        if droplet.desired_state_update_required:
+            return
+        self._stop(droplet, {guid: version}, droplet.running_counts(), "Instance mismatch")
+
+    def on_exit_crashed(self, droplet, version, index, instance):
+        """A crash (§5.4): a LOW restart at once, or the flapping policy."""
+        if instance.state == FLAPPING:
+            self._flapping_policy(droplet, version, index, instance, chatty=True)
+        else:
+            self._queue_start(droplet, index, LOW, "crashed")
+
+    def on_exit_dea(self, droplet, index):
+        """DEA shutdown or evacuation (§5.4): restart elsewhere at HIGH priority."""
+        droplet.reset_missing_check(self._scheduler.now())
+        self._queue_start(droplet, index, HIGH, "DEA exit")
+
+    def on_exit_stopped(self, droplet, index):
+        droplet.reset_missing_check(self._scheduler.now())
+        self.log.info("instance stopped: app_id={droplet} index={index}",
+                      droplet=droplet.id, index=index)
+
+    def on_droplet_updated(self, droplet):
+        """The CC changed the app (§5.7): wait for its new desired state."""
+        droplet.reset_missing_check(self._scheduler.now())
+        droplet.desired_state_update_required = True
+        # Every pending flapping restart, not HM 2.0's off-by-one scan of the live version.
+        droplet.cancel_pending_restarts()
+        self._scheduler.track(self._desired_state.refresh())
+
+    # -- analysis ------------------------------------------------------------------------
+
+    def analyze_droplets(self):
+        """Walk every droplet once, a slice per reactor turn; fires when the pass ends."""
+        analysis = _AnalysisPass(self._registry.snapshot(), self._scheduler.now())
+        self._analyze_slice(analysis)
+        return analysis.done
+
+    def _analyze_slice(self, analysis):
+        try:
+            now = self._scheduler.now()
+            acting = self._desired_state.is_fresh()
+            droplets = analysis.droplets
+            end = min(analysis.position + self._slice_size, len(droplets))
+            registry = self._registry
+            for position in range(analysis.position, end):
+                droplet = droplets[position]
+                if registry.get(droplet.id) is droplet:  # not removed mid-pass
+                    self.analyze_droplet(droplet, now, acting)
+                    droplet.add_realtime(analysis.totals)
+            analysis.position = end
+            if end < len(droplets):
+                self._scheduler.immediately(lambda: self._analyze_slice(analysis),
+                                            "droplets_analysis slice")
+                return
+            self._metrics.publish_realtime(analysis.totals, now - analysis.started)
+        except Exception:
+            analysis.done.errback(Failure())
+        else:
+            analysis.done.callback(None)
+
+    def analyze_droplet(self, droplet, now, acting):
+        """One droplet's analysis (§5.9); `acting` is False while desired state is stale."""
+        intervals = self._intervals
+        droplet_lost = intervals.droplet_lost
+        droplet.mark_vanished_down(now, droplet_lost)
+        if acting:
+            if droplet.is_extra(now, intervals.desired_state_lost):
+                self.on_extra_app(droplet)
+            else:
+                if droplet.missing_check_due(now, droplet_lost):
+                    missing = droplet.missing_indices(now, droplet_lost)
+                    if missing:
+                        self.on_missing_instances(droplet, missing)
+                        droplet.reset_missing_check(now)
+                # Counted before pruning, so the CC sees the instances being stopped.
+                running = droplet.running_counts()
+                extras = droplet.prune_extra_instances()
+                if extras:
+                    self.on_extra_instances(droplet, extras, running)
+        droplet.prune_crashes(now, intervals.flapping_timeout)
+
+    def on_missing_instances(self, droplet, indices):
+        """Start missing live-version indices (§5.6), once the actual state is trusted."""
+        if not self._actual_freshness.is_fresh():
+            self.log.info("actual state not fresh: missing instances ignored "
+                          "app_id={droplet} indices={indices}", droplet=droplet.id,
+                          indices=indices)
+            return
+        if droplet.desired_state_update_required:
+            return
+        now = self._scheduler.now()
+        for index in indices:
+            instance = droplet.instance(droplet.live_version, index, now)
+            if instance.state == FLAPPING:
+                self._flapping_policy(droplet, droplet.live_version, index, instance,
+                                      chatty=False)
+            else:
+                self._queue_start(droplet, index, NORMAL, "missing")
+
+    def on_extra_instances(self, droplet, extras, running):
+        """Stop instances that should not run (§5.8); `extras` is guid -> (version, reason)."""
+        if droplet.desired_state_update_required:
+            return
+        reasons = sorted({reason for _, reason in extras.values()})
+        self._stop(droplet, {guid: version for guid, (version, _) in extras.items()},
+                   running, ", ".join(reasons))
+
+    def on_extra_app(self, droplet):
+        """Stop every live instance of an app the CC no longer describes (§5.8)."""
+        instances = droplet.live_instances()
+        if instances:
+            self._stop(droplet, instances, droplet.running_counts(), "Extra app")
+
+    # -- garbage collection --------------------------------------------------------------
+
+    def gc_droplets(self):
+        """Forget droplets the CC stopped describing (§5.10), only on a fresh desired state."""
+        if not self._desired_state.is_fresh():
+            self.log.info("droplet GC skipped: desired state is not fresh")
+            return
+        now = self._scheduler.now()
+        grace = self._intervals.droplet_gc_grace_period
+        before = len(self._registry)
+        for droplet in self._registry.snapshot():
+            if droplet.ripe_for_gc(now, grace):
+                droplet.cancel_pending_restarts()
+                self._registry.remove(droplet.id)
+        self.log.info("droplet GC removed {removed} of {before} droplets",
+                      removed=before - len(self._registry), before=before)
+
+    # -- flapping ------------------------------------------------------------------------
+
+    def _flapping_policy(self, droplet, version, index, instance, chatty):
+        """Restart a flapping instance after a doubling delay, or give up (§5.5)."""
+        if instance.pending_restart is not None:
+            return
+        intervals = self._intervals
+        giveup = intervals.giveup_crash_number
+        if giveup > 0 and instance.crash_count > giveup:
+            if chatty:
+                self.log.info("given up on restarting: app_id={droplet} index={index} "
+                              "crashes={crashes}", droplet=droplet.id, index=index,
+                              crashes=instance.crash_count)
+                self._metrics.flapping_restarts_given_up += 1
+            return
+        exponent = min(max(0, instance.crash_count - intervals.flapping_death - 1),
+                       _MAX_BACKOFF_EXPONENT)
+        delay = min(intervals.max_restart_delay, intervals.min_restart_delay * 2 ** exponent)
+        noise = intervals.delay_time_noise
+        delay = max(0, delay + self._noise(-noise, noise))
+        instance.pending_restart = self._scheduler.after(
+            delay, lambda: self._flapping_restart(droplet, version, index, instance),
+            "flapping restart")
+
+    def _flapping_restart(self, droplet, version, index, instance):
+        instance.pending_restart = None
+        if (self._registry.get(droplet.id) is not droplet
+                or droplet.find_instance(version, index) is not instance):
+            self.log.info("flapping restart dropped, instance forgotten: app_id={droplet} "
+                          "index={index}", droplet=droplet.id, index=index)
+            return
+        self.log.info("flapping restart: app_id={droplet} index={index}",
+                      droplet=droplet.id, index=index)
+        self._nudger.publish_start(self._start_payload(droplet, index, flapping=True))
+        # The replacement needs time to heartbeat before it can be judged missing again.
+        droplet.reset_missing_check(self._scheduler.now())
+
+    # -- messages ------------------------------------------------------------------------
+
+    def _queue_start(self, droplet, index, priority, reason):
+        self.log.info("queue start ({reason}): app_id={droplet} index={index}",
+                      reason=reason, droplet=droplet.id, index=index)
+        self._nudger.queue_start(self._start_payload(droplet, index), priority)
+
+    def _start_payload(self, droplet, index, flapping=False):
+        return {
+            "droplet": droplet.id,
+            "last_updated": droplet.last_updated,
+            "version": droplet.live_version,
+            "indices": [index],
+            "running": droplet.running_counts(),
+            "flapping": flapping,
+        }
+
+    def _stop(self, droplet, instances, running, reason):
+        self.log.info("stop ({reason}): app_id={droplet} instances={instances}",
+                      reason=reason, droplet=droplet.id, instances=sorted(instances))
+        self._nudger.publish_stop({
+            "droplet": droplet.id,
+            "last_updated": droplet.last_updated,
+            "instances": instances,
+            "running": running,
+            "version": droplet.live_version,
+        })

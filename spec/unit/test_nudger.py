@@ -1,0 +1,120 @@
+"""The Nudger: de-duplicating priority set, rate limit, direct stops and flapping starts."""
+
+from twisted.internet import task
+from twisted.trial.unittest import SynchronousTestCase
+
+from health_manager.constants import HIGH, LOW, NORMAL
+from health_manager.metrics import Metrics
+from health_manager.nudger import Nudger
+from health_manager.scheduler import Scheduler
+from health_manager.testing.bus import InMemoryBus
+
+
+def start(droplet, index=0, last_updated=100, running=None):
+    return {"droplet": droplet, "last_updated": last_updated, "version": "v1",
+            "indices": [index], "running": running or {"v1": 0}, "flapping": False}
+
+
+class NudgerTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = task.Clock()
+        self.bus = InMemoryBus(self.clock)
+        self.metrics = Metrics()
+        self.nudger = Nudger(Scheduler(self.clock), self.bus, self.metrics, 2, 1.0)
+
+    def sent(self):
+        return [p["droplet"] for p in self.bus.published_json("health.start")]
+
+    def exhaust_budget(self):
+        self.nudger.queue_start(start("warm-1"), LOW)
+        self.nudger.queue_start(start("warm-2"), LOW)
+        self.bus.clear()
+
+    def test_start_leaves_at_once_within_budget(self):
+        """A queued start is published at once when the rate limit allows."""
+        self.nudger.queue_start(start("a"), LOW)
+        self.assertEqual(self.sent(), ["a"])
+        self.assertEqual(self.metrics.health_start_messages_sent, 1)
+        self.assertEqual(len(self.nudger), 0)
+
+    def test_rate_limit_batch_size_per_period(self):
+        """At most batch_size starts leave per period; the rest wait for drain()."""
+        for name in "abcde":
+            self.nudger.queue_start(start(name), NORMAL)
+        self.assertEqual(self.sent(), ["a", "b"])
+        self.clock.advance(0.5)
+        self.assertEqual(self.nudger.drain(), 0)
+        self.clock.advance(0.5)
+        self.nudger.drain()
+        self.assertEqual(self.sent(), ["a", "b", "c", "d"])
+        self.assertEqual(len(self.nudger), 1)
+        self.assertEqual(self.metrics.varz()["queue_length"], 1)
+
+    def test_priority_order_then_fifo(self):
+        """Waiting starts leave highest priority first, FIFO within a priority."""
+        self.exhaust_budget()
+        for name, priority in (("low", LOW), ("n1", NORMAL), ("high", HIGH), ("n2", NORMAL)):
+            self.nudger.queue_start(start(name), priority)
+        self.clock.advance(1)
+        self.nudger.drain()
+        self.clock.advance(1)
+        self.nudger.drain()
+        self.assertEqual(self.sent(), ["high", "n1", "n2", "low"])
+
+    def test_duplicate_dropped_ignoring_last_updated(self):
+        """A start equal but for last_updated to a queued one is dropped."""
+        self.exhaust_budget()
+        self.nudger.queue_start(start("a", last_updated=1), LOW)
+        self.nudger.queue_start(start("a", last_updated=2), LOW)
+        self.assertEqual(len(self.nudger), 1)
+
+    def test_duplicate_with_other_running_is_not_a_duplicate(self):
+        """`running` is part of a start's identity, as in HM 2.0."""
+        self.exhaust_budget()
+        self.nudger.queue_start(start("a", running={"v1": 0}), LOW)
+        self.nudger.queue_start(start("a", running={"v1": 1}), LOW)
+        self.assertEqual(len(self.nudger), 2)
+
+    def test_duplicate_at_higher_priority_raises_queued_start(self):
+        """A duplicate at a higher priority raises the queued start (unlike HM 2.0)."""
+        self.exhaust_budget()
+        self.nudger.queue_start(start("b"), NORMAL)
+        self.nudger.queue_start(start("a"), LOW)
+        self.nudger.queue_start(start("a"), HIGH)
+        self.assertEqual(len(self.nudger), 2)
+        self.clock.advance(1)
+        self.nudger.drain()
+        self.assertEqual(self.sent(), ["a", "b"])
+
+    def test_stop_is_immediate(self):
+        """A stop is published at once, outside the rate limit, and counted."""
+        self.exhaust_budget()
+        payload = {"droplet": "a", "last_updated": 1, "instances": {"g": "v1"},
+                   "running": {"v1": 1}, "version": "v1"}
+        self.assertTrue(self.nudger.publish_stop(payload))
+        self.assertEqual(self.bus.published_json("health.stop"), [payload])
+        self.assertEqual(self.metrics.health_stop_messages_sent, 1)
+
+    def test_stop_without_instances_refused(self):
+        """A health.stop with an empty instances map is never published."""
+        payload = {"droplet": "a", "last_updated": 1, "instances": {}, "running": {},
+                   "version": "v1"}
+        self.assertFalse(self.nudger.publish_stop(payload))
+        self.assertEqual(self.bus.published, [])
+        self.assertEqual(self.metrics.health_stop_messages_sent, 0)
+
+    def test_publish_start_bypasses_queue(self):
+        """A direct (flapping) start leaves even when the rate limit is spent."""
+        self.exhaust_budget()
+        self.nudger.publish_start(start("flap"))
+        self.assertEqual(self.sent(), ["flap"])
+
+    def test_discard_pending(self):
+        """discard_pending drops every queued start and says how many."""
+        self.exhaust_budget()
+        self.nudger.queue_start(start("a"), LOW)
+        self.nudger.queue_start(start("b"), HIGH)
+        self.assertEqual(self.nudger.discard_pending(), 2)
+        self.clock.advance(1)
+        self.assertEqual(self.nudger.drain(), 0)
+        self.assertEqual(len(self.nudger), 0)
