@@ -16,7 +16,8 @@ class ConfigError(Exception):
     """A configuration value that the health manager cannot run with."""
 
     def __init__(self, key, problem):
-        super().__init__(f"config key {key!r}: {problem}")
+        where = key if key.startswith("--") else f"config key {key!r}"
+        super().__init__(f"{where}: {problem}")
         self.key = key
         self.problem = problem
 

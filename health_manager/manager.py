@@ -1,0 +1,127 @@
+"""The Manager: builds every component, wires them in one place, owns start and stop.
+
+Start order: bus connecting and status server listening (so /healthz answers even while
+NATS is unreachable) → subscriptions (once connected) → desired refresh and timers.
+Stop order is the reverse, bounded so SIGTERM/SIGINT exit within 5 seconds.
+"""
+
+from twisted.application.service import MultiService
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from twisted.web.client import Agent, HTTPConnectionPool
+from treq.client import HTTPClient
+
+from health_manager.actual_state import ActualState
+from health_manager.blackbox import BlackBoxDriver
+from health_manager.bus import NatsBus
+from health_manager.component import Component
+from health_manager.desired_state import DesiredState
+from health_manager.freshness import ActualFreshness
+from health_manager.harmonizer import Harmonizer
+from health_manager.metrics import Metrics
+from health_manager.model.registry import DropletRegistry
+from health_manager.nudger import Nudger
+from health_manager.reporter import Reporter
+from health_manager.scheduler import Scheduler
+from health_manager.status_server import LogCounts, StatusServer
+
+STOP_TIMEOUT = 4.0
+
+
+class Manager(MultiService):
+    log = Logger()
+
+    def __init__(self, config, reactor, bus=None, http_client=None):
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        intervals = config.intervals
+        if config.black_box_test_mode:
+            # Fake time starts at 1 and moves only on healthmanager.advance_time; work that
+            # is "immediate" still runs on the real reactor.
+            self.clock = task.Clock()
+            self.clock.advance(1)
+            self.scheduler = Scheduler(self.clock, eventual=reactor)
+        else:
+            self.clock = reactor
+            self.scheduler = Scheduler(reactor)
+        self.bus = bus if bus is not None else NatsBus(reactor, config.mbus)
+        self.metrics = Metrics()
+        self.log_counts = LogCounts()
+        self._http_pool = HTTPConnectionPool(reactor, persistent=True)
+        self.http_client = http_client if http_client is not None else HTTPClient(
+            Agent(reactor, pool=self._http_pool))
+        self.registry = DropletRegistry()
+        self.nudger = Nudger(self.scheduler, self.bus, self.metrics,
+                             intervals.queue_batch_size, intervals.request_queue)
+        self.freshness = ActualFreshness(self.scheduler, intervals.droplet_lost)
+        self.desired_state = DesiredState(
+            config, self.scheduler, self.bus, self.http_client, self.metrics,
+            on_app=self._apply_desired, io_clock=reactor)
+        self.harmonizer = Harmonizer(
+            config, self.scheduler, self.registry, self.nudger, self.desired_state,
+            self.freshness, self.metrics)
+        self.actual_state = ActualState(
+            config, self.bus, self.registry, self.harmonizer, self.freshness, self.metrics,
+            self.scheduler)
+        self.reporter = Reporter(self.bus, self.registry, self.scheduler, self.metrics, config)
+        # Start time, uptime and vitals are wall-clock facts for operators, also in black-box mode.
+        self.component = Component(config, self.bus, reactor)
+        self.status_server = StatusServer(
+            config, self.metrics, self.component, lambda: self.bus.connected, reactor,
+            reactor, log_counts=self.log_counts)
+        self.status_server.setServiceParent(self)
+        self.black_box = (BlackBoxDriver(self.bus, self.clock, self.scheduler, reactor)
+                          if config.black_box_test_mode else None)
+        self._started = None
+
+    def _apply_desired(self, app):
+        self.registry.apply_desired(app, self.scheduler.now())
+
+    def startService(self):
+        self.bus.add_connection_listener(self._connection_changed)
+        self.bus.start()
+        super().startService()  # the status server listens now
+        self._started = defer.Deferred.fromCoroutine(self._start())
+        self._started.addErrback(lambda f: self.log.failure("start-up failed", f))
+
+    async def _start(self):
+        subscriptions = [
+            self.actual_state.subscribe(),
+            self.reporter.subscribe(),
+            self.component.subscribe(),
+        ]
+        if self.black_box is not None:
+            subscriptions.append(self.black_box.subscribe())
+        await defer.gatherResults(subscriptions, consumeErrors=True)
+        self.component.announce(self.status_server.host)
+        self.harmonizer.prepare()
+        self.scheduler.start()
+        self.log.info("health manager started (black-box mode: {black_box})",
+                      black_box=self.config.black_box_test_mode)
+
+    def _connection_changed(self, connected):
+        if connected:
+            # DEAs answer healthmanager.start with a heartbeat at once: no 10 s wait.
+            self.bus.publish("healthmanager.start", b"{}")
+
+    def stopService(self):
+        d = defer.Deferred.fromCoroutine(self._stop())
+        d.addTimeout(STOP_TIMEOUT, self.reactor)
+        d.addErrback(lambda f: self.log.failure("stop did not finish cleanly", f))
+        return d
+
+    async def _stop(self):
+        if self._started is not None and not self._started.called:
+            self._started.cancel()
+        work = self.scheduler.stop()
+        self.desired_state.stop()
+        dropped = self.nudger.discard_pending()
+        if dropped:
+            self.log.warn("stopping with {count} queued health.start requests not sent",
+                          count=dropped)
+        await work
+        await self.bus.stop()
+        await defer.maybeDeferred(super().stopService)
+        await self._http_pool.closeCachedConnections()
+        self.log.info("health manager stopped")
