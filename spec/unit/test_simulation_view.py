@@ -1,0 +1,56 @@
+"""The simulate view: ANSI redraw on a terminal, periodic plain lines otherwise, summary."""
+
+import io
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from health_manager.simulation.foundation import Snapshot
+from health_manager.simulation.view import CLEAR, Progress, View
+
+
+def snapshot(at, running=10, heartbeats=0):
+    return Snapshot(at=at, apps=5, flapping_apps=1, desired=10, running=running, starting=0,
+                    crashed=1, extra=0, deas_active=3, crashes=2, heartbeats_sent=heartbeats,
+                    starts_accepted=3, starts_refused=1, stops_accepted=0, stops_refused=0)
+
+
+PROGRESS = Progress(elapsed=4, duration=20, phase="chaos")
+
+
+class ViewTests(SynchronousTestCase):
+    def test_tty_redraws(self):
+        """On a terminal every update clears the screen and draws the panel."""
+        out = io.StringIO()
+        view = View(out, tty=True)
+        view.update(snapshot(1), PROGRESS)
+        view.update(snapshot(1.5), PROGRESS)
+        self.assertEqual(out.getvalue().count(CLEAR), 2)
+        self.assertIn("10/10 running  (HEALTHY)", out.getvalue())
+
+    def test_plain_lines_are_periodic(self):
+        """Without a terminal one plain line is written per period, no escapes."""
+        out = io.StringIO()
+        view = View(out, tty=False, plain_period=2)
+        for at in (0, 0.5, 1, 1.5, 2, 2.5):
+            view.update(snapshot(at), PROGRESS)
+        lines = out.getvalue().splitlines()
+        self.assertEqual(len(lines), 2)
+        self.assertNotIn("\x1b", out.getvalue())
+        self.assertIn("running 10/10 missing 0", lines[0])
+
+    def test_heartbeat_rate(self):
+        """The heartbeat rate is counted over a few seconds, not between two updates."""
+        out = io.StringIO()
+        view = View(out, tty=False, plain_period=0)
+        for n in range(8):
+            view.update(snapshot(n * 0.5, heartbeats=n // 2 * 3), PROGRESS)
+        self.assertIn("hb/s 3.0", out.getvalue().splitlines()[-1])
+
+    def test_summary_verdict(self):
+        """The summary says HEALED only when no desired instance is missing."""
+        out = io.StringIO()
+        View(out, tty=False).summary(snapshot(5), PROGRESS)
+        View(out, tty=False).summary(snapshot(5, running=7), PROGRESS)
+        text = out.getvalue()
+        self.assertIn("HEALED: every desired instance is running", text)
+        self.assertIn("NOT HEALED: 3 desired instances still missing", text)
