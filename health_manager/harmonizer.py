@@ -141,11 +141,13 @@ class Harmonizer:
                     if missing:
                         self.on_missing_instances(droplet, missing)
                         droplet.reset_missing_check(now)
-                # Counted before pruning, so the CC sees the instances being stopped.
-                running = droplet.running_counts()
-                extras = droplet.prune_extra_instances()
-                if extras:
-                    self.on_extra_instances(droplet, extras, running)
+                # Counted before pruning, so the CC sees the instances being stopped; both
+                # skipped for the common droplet that has nothing to prune.
+                if droplet.may_have_extra_instances():
+                    running = droplet.running_counts()
+                    extras = droplet.prune_extra_instances()
+                    if extras:
+                        self.on_extra_instances(droplet, extras, running)
         droplet.prune_crashes(now, intervals.flapping_timeout)
 
     def on_missing_instances(self, droplet, indices):
@@ -237,6 +239,12 @@ class Harmonizer:
     # -- messages ------------------------------------------------------------------------
 
     def _queue_start(self, droplet, index, priority, reason):
+        if droplet.live_version is None:
+            # The CC refuses a start without its app's version; once the desired state
+            # arrives, the missing check starts this index if it is still down.
+            self.log.info("start ({reason}) not sent, no desired state yet: app_id={droplet} "
+                          "index={index}", reason=reason, droplet=droplet.id, index=index)
+            return
         self.log.info("queue start ({reason}): app_id={droplet} index={index}",
                       reason=reason, droplet=droplet.id, index=index)
         self._nudger.queue_start(self._start_payload(droplet, index), priority)

@@ -181,6 +181,15 @@ class CrashTests(SynchronousTestCase):
         self.assertEqual(self.rig.starts(), [start(1, {"v1": 1})])
         self.assertEqual(self.rig.registry.get("app-1").crashes, {"g1": (1000.0, 1000)})
 
+    def test_crash_of_an_app_without_desired_state_sends_no_start(self):
+        """A crash before the app's desired state is known sends no start (the CC would
+        refuse one without the app's version); the crash is still recorded."""
+        rig = self.rig
+        rig.heartbeat(rig.beat("n0", 0, droplet="app-new"))
+        rig.exited("n0", 0, droplet="app-new")
+        self.assertEqual(rig.starts(), [])
+        self.assertIn("n0", rig.registry.get("app-new").crashes)
+
     def test_second_crash_flapping_delayed_restart(self):
         """A second crash within flapping_timeout restarts after min_restart_delay ± noise."""
         rig = self.rig
