@@ -4,66 +4,12 @@ import os
 import signal
 import subprocess
 import sys
-import sysconfig
 import time
 
-import yaml
 from twisted.trial.unittest import TestCase
 
 from health_manager.simulation.nats_server import NatsServer, free_port
-
-TWISTD = os.path.join(sysconfig.get_path("scripts"), "twistd")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def write_config(test, **overrides):
-    config = {
-        "mbus": "nats://127.0.0.1:1",
-        "bulk_api": {"host": "http://127.0.0.1:1"},
-        "status": {"port": free_port(), "user": "u", "password": "p"},
-        "local_route": "127.0.0.1",
-        "logging": {"level": "info"},
-    }
-    config.update(overrides)
-    path = os.path.abspath(test.mktemp())
-    with open(path, "w") as f:
-        yaml.safe_dump(config, f)
-    return path
-
-
-class TwistdProcess:
-    """A twistd child whose output is collected in a file (no pipe to fill up)."""
-
-    def __init__(self, test, config_path, extra_env=None):
-        self.log_path = os.path.abspath(test.mktemp())
-        self._log = open(self.log_path, "wb")
-        env = dict(os.environ, PYTHONPATH=ROOT, **(extra_env or {}))
-        self.process = subprocess.Popen(
-            [sys.executable, TWISTD, "-n", "--pidfile=", "health_manager", "-c", config_path],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-            start_new_session=True)
-        test.addCleanup(self.kill)
-
-    def output(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def wait_for(self, text, timeout=15):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.output():
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"{text!r} not seen; output:\n{self.output()}")
-
-    def kill(self):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._log.close()
-
+from spec.integration.support import ROOT, TWISTD, TwistdProcess, write_config
 
 class TwistdTests(TestCase):
     timeout = 60
