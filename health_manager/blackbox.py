@@ -17,8 +17,9 @@ MAX_SECONDS = 7 * 24 * 3600
 class BlackBoxDriver:
     log = Logger()
 
-    def __init__(self, bus, clock, scheduler, reactor):
+    def __init__(self, bus, clock, scheduler, reactor, metrics):
         self._bus = bus
+        self._metrics = metrics
         self._clock = clock
         self._scheduler = scheduler
         self._reactor = reactor
@@ -34,6 +35,7 @@ class BlackBoxDriver:
             return
         seconds, error = parse_request(message.data)
         if error is not None:
+            self._metrics.reject(SUBJECT)
             self.log.warn("bad advance_time request: {error}", error=error)
             self._bus.publish(message.reply, orjson.dumps({"error": error}))
             return

@@ -100,7 +100,9 @@ class DesiredState:
     log = Logger()
 
     def __init__(self, config, scheduler, bus, http_client, metrics, on_app,
-                 jitter=random.random, io_clock=None):
+                 jitter=random.random, io_clock=None, on_unreadable=None):
+        """`on_app(DesiredApp)` gets each valid entry; `on_unreadable(app_id)` the id of
+        each entry skipped as invalid (the app exists, its description is unusable)."""
         self._config = config
         self._scheduler = scheduler
         # Request timeouts are network time, not policy time: in black-box mode they run on
@@ -110,6 +112,7 @@ class DesiredState:
         self._http = http_client
         self._metrics = metrics
         self._on_app = on_app
+        self._on_unreadable = on_unreadable
         self._jitter = jitter
         self._base = f"{config.bulk_api.host}/bulk"
         self._backoff_cap = min(config.intervals.desired_state_update, BACKOFF_CAP)
@@ -191,6 +194,8 @@ class DesiredState:
                 self.log.warn("bulk entry {app_id} skipped: {problem}",
                               app_id=app_id, problem=str(e))
                 self._metrics.skip_entry(BULK_SUBJECT)
+                if self._on_unreadable is not None:
+                    self._on_unreadable(app_id)
                 continue
             totals.add(app.state, app.instances, app.memory)
             try:

@@ -1,5 +1,6 @@
 """Log output: the configured level, text or JSON lines, stdout or `logging.file`."""
 
+import logging
 import sys
 
 from twisted.logger import (
@@ -7,6 +8,7 @@ from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    Logger,
     jsonFileLogObserver,
     textFileLogObserver,
 )
@@ -66,3 +68,29 @@ class _Fanout:
     def __call__(self, event):
         for observer in self._observers:
             observer(event)
+
+
+class StdlibLogBridge(logging.Handler):
+    """Routes stdlib `logging` records (nats-py reports read-loop errors there) into
+    twisted.logger, so they reach the configured output instead of bare stderr."""
+
+    _LEVELS = ((logging.CRITICAL, LogLevel.critical), (logging.ERROR, LogLevel.error),
+               (logging.WARNING, LogLevel.warn), (logging.INFO, LogLevel.info))
+
+    def __init__(self, logger=None):
+        super().__init__()
+        self._log = logger or Logger(namespace="stdlib")
+
+    def emit(self, record):
+        level = next((twisted for stdlib, twisted in self._LEVELS if record.levelno >= stdlib),
+                     LogLevel.debug)
+        self._log.emit(level, "{logger_name}: {message}", logger_name=record.name,
+                       message=record.getMessage())
+
+
+def bridge_stdlib_logging(root=None):
+    """Install the bridge on the root stdlib logger (once per process, at start-up)."""
+    root = root or logging.getLogger()
+    root.addHandler(StdlibLogBridge())
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)

@@ -57,7 +57,9 @@ class Manager(MultiService):
         self.freshness = ActualFreshness(self.scheduler, intervals.droplet_lost)
         self.desired_state = DesiredState(
             config, self.scheduler, self.bus, self.http_client, self.metrics,
-            on_app=self._apply_desired, io_clock=reactor)
+            on_app=self._apply_desired, io_clock=reactor,
+            on_unreadable=lambda app_id: self.registry.mark_described(
+                app_id, self.scheduler.now()))
         self.harmonizer = Harmonizer(
             config, self.scheduler, self.registry, self.nudger, self.desired_state,
             self.freshness, self.metrics)
@@ -71,8 +73,13 @@ class Manager(MultiService):
             config, self.metrics, self.component, lambda: self.bus.connected, reactor,
             reactor, log_counts=self.log_counts)
         self.status_server.setServiceParent(self)
-        self.black_box = (BlackBoxDriver(self.bus, self.clock, self.scheduler, reactor)
+        self.black_box = (BlackBoxDriver(self.bus, self.clock, self.scheduler, reactor,
+                                         self.metrics)
                           if config.black_box_test_mode else None)
+        self.metrics.set_bus_counters_source(lambda: {
+            "nats_dropped_publications": getattr(self.bus, "dropped_publications", 0),
+            "nats_slow_consumer_drops": getattr(self.bus, "slow_consumer_drops", 0),
+        })
         self._started = None
 
     def _apply_desired(self, app):

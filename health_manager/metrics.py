@@ -70,6 +70,7 @@ class Metrics:
         for name in self.COUNTERS:
             setattr(self, name, 0)
         self._queue_length = queue_length
+        self._bus_counters = dict
         self.total_users = 0
         self.rejected_messages = {}
         self.skipped_entries = {}
@@ -80,6 +81,10 @@ class Metrics:
 
     def set_queue_length_source(self, source):
         self._queue_length = source
+
+    def set_bus_counters_source(self, source):
+        """`source()` returns the message bus's own counters (drops), read at varz time."""
+        self._bus_counters = source
 
     def reject(self, subject):
         """Count a whole message rejected (bad JSON, wrong shape) on `subject`."""
@@ -102,6 +107,7 @@ class Metrics:
         realtime = self.realtime
         desired = self.desired
         varz = {name: getattr(self, name) for name in self.COUNTERS}
+        varz.update(self._bus_counters())
         varz.update(
             total_users=self.total_users,
             queue_length=self._queue_length(),

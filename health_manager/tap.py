@@ -86,9 +86,10 @@ class HealthManagerService(MultiService):
 
 
 def makeService(options):
-    from health_manager.log import make_observer
+    from health_manager.log import bridge_stdlib_logging, make_observer
     from health_manager.manager import Manager
 
+    bridge_stdlib_logging()
     manager = Manager(options.config, options.reactor)
     observer = make_observer(options.config.logging, also=[manager.log_counts])
     return HealthManagerService(manager, observer, options.warnings)

@@ -26,6 +26,11 @@ class DropletRegistry:
         droplet.set_desired(app, now)
         return droplet
 
+    def mark_described(self, droplet_id, now):
+        """The CC listed this app but its entry was unreadable: it still exists, so it is
+        neither an extra app nor garbage; its last readable desired state stays."""
+        self.get_or_create(droplet_id, now).desired_state_update_timestamp = now
+
     def remove(self, droplet_id):
         """Forget a droplet; returns it, or None if it was unknown."""
         return self._droplets.pop(droplet_id, None)

@@ -5,6 +5,7 @@ from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
 from health_manager.blackbox import MAX_SECONDS, SUBJECT, BlackBoxDriver, parse_request
+from health_manager.metrics import Metrics
 from health_manager.scheduler import Scheduler
 from health_manager.testing.bus import InMemoryBus
 
@@ -33,7 +34,9 @@ class DriverTests(SynchronousTestCase):
         self.scheduler = Scheduler(self.clock, eventual=self.reactor)
         self.bus = InMemoryBus(self.reactor)
         self.bus.start()
-        self.driver = BlackBoxDriver(self.bus, self.clock, self.scheduler, self.reactor)
+        self.metrics = Metrics()
+        self.driver = BlackBoxDriver(self.bus, self.clock, self.scheduler, self.reactor,
+                                     self.metrics)
         self.driver.subscribe()
         self.replies = []
         self.bus.subscribe("reply", lambda m: self.replies.append(orjson.loads(m.data)))
@@ -71,6 +74,7 @@ class DriverTests(SynchronousTestCase):
         self.ask(b'{"seconds": -3}')
         self.assertEqual(self.clock.seconds(), 1)
         self.assertEqual(list(self.replies[0]), ["error"])
+        self.assertEqual(self.metrics.rejected_messages, {SUBJECT: 1})
 
     def test_fake_clock_starts_at_one(self):
         """The Manager's black-box clock starts at 1, not 0."""

@@ -131,10 +131,12 @@ class DesiredStateTestCase(SynchronousTestCase):
         self.http = StubTreq(self.cc)
         self.metrics = Metrics()
         self.applied = []
+        self.unreadable = []
         self.on_app = self.applied.append
         self.desired = DesiredState(self.config, self.scheduler, self.bus, self.http,
                                     self.metrics, lambda app: self.on_app(app),
-                                    jitter=lambda: self.jitter_value)
+                                    jitter=lambda: self.jitter_value,
+                                    on_unreadable=self.unreadable.append)
         self.addCleanup(self.desired.stop)
 
     def answer_credentials(self, message):
@@ -425,6 +427,8 @@ class ValidationTests(DesiredStateTestCase):
         self.assertTrue(self.desired.available)
         skipped = {event["app_id"] for event in logged if "app_id" in event}
         self.assertEqual(skipped, set(bad))
+        # The CC still lists these apps: they must not become "extra apps".
+        self.assertEqual(set(self.unreadable), set(bad))
 
     def test_updated_at_formats(self):
         """updated_at is accepted as "... UTC", "+0000" offsets and ISO-8601 with Z or an

@@ -180,6 +180,14 @@ class DropletTests(SynchronousTestCase):
                           totals.started_apps, totals.started_crashes),
                          (1, 2, 1, 1, 1, 1, 1))
 
+    def test_unreadable_entry_keeps_the_app_described(self):
+        """An app listed with an unreadable entry is neither extra nor GC-ripe, and keeps
+        its last readable desired state."""
+        self.registry.mark_described("app-1", 500)
+        self.assertFalse(self.droplet.is_extra(600, 180))
+        self.assertFalse(self.droplet.ripe_for_gc(600, 240))
+        self.assertEqual(self.droplet.num_instances, 2)
+
     def test_registry_iterates_in_insertion_order(self):
         """The registry yields droplets in the order first seen, and forgets removed ones."""
         self.registry.get_or_create("b", 0)
