@@ -30,14 +30,14 @@ class BlackBoxDriver:
         return self._bus.subscribe(SUBJECT, self._on_request)
 
     def _on_request(self, message):
-        if not message.reply:
-            self.log.warn("advance_time request without a reply subject ignored")
-            return
         seconds, error = parse_request(message.data)
+        if error is None and not message.reply:
+            error = "no reply subject"
         if error is not None:
             self._metrics.reject(SUBJECT)
             self.log.warn("bad advance_time request: {error}", error=error)
-            self._bus.publish(message.reply, orjson.dumps({"error": error}))
+            if message.reply:
+                self._bus.publish(message.reply, orjson.dumps({"error": error}))
             return
         d = self._queue.run(self.advance, seconds)
         d.addCallback(lambda _: self._bus.publish(message.reply,

@@ -72,9 +72,16 @@ class Droplet:
 
     def process_heartbeat(self, beat, now):
         """Apply one heartbeat entry (§5.3). Returns a duplicate guid to stop, or None."""
-        record = self.instance(beat.version, beat.index, now)
-        record.receive_heartbeat(beat.state, beat.instance, beat.state_timestamp, now)
-        if beat.state == CRASHED:
+        # self.instance() inlined: this runs once per heartbeat entry.
+        instances = self.versions.get(beat.version)
+        if instances is None:
+            instances = self.versions[beat.version] = {}
+        record = instances.get(beat.index)
+        if record is None:
+            record = instances[beat.index] = AppInstance(now)
+        state = beat.state
+        record.receive_heartbeat(state, beat.instance, beat.state_timestamp, now)
+        if state == CRASHED:
             self.crashes[beat.instance] = (now, beat.state_timestamp)
         return record.extra_guid()
 
@@ -111,10 +118,26 @@ class Droplet:
 
     def mark_vanished_down(self, now, droplet_lost):
         """STARTING/RUNNING slots without a recent heartbeat become DOWN (§5.8, §5.14.2)."""
+        # is_alive() inlined for a STARTING/RUNNING slot: this runs for every instance on
+        # every analysis pass.
         for instances in self.versions.values():
             for record in instances.values():
-                if record.starting_or_running and not record.is_alive(now, droplet_lost):
-                    record.mark_down(now)
+                state = record.state
+                if state == RUNNING or state == STARTING:
+                    seen = record.last_heartbeat_time
+                    if seen is None or now - seen > droplet_lost:
+                        record.mark_down(now)
+
+    def may_have_extra_instances(self):
+        """False when prune_extra_instances() certainly finds nothing to remove: a started
+        app whose only version is the live one, with no more slots than desired."""
+        versions = self.versions
+        if not versions:
+            return False
+        if self.state == STOPPED or len(versions) != 1:
+            return True
+        instances = versions.get(self.live_version)
+        return instances is None or len(instances) > self.num_instances
 
     def prune_extra_instances(self):
         """Remove slots that should not exist (§5.8): guid -> (version, reason) to stop.
@@ -160,13 +183,25 @@ class Droplet:
         if self.state != STARTED or self.package_state != STAGED:
             return []
         version = self.live_version
-        return [index for index in range(self.num_instances)
-                if self.instance(version, index, now).is_missing(now, droplet_lost)]
+        instances = self.versions.get(version)
+        missing = []
+        for index in range(self.num_instances):
+            record = None if instances is None else instances.get(index)
+            if record is None:
+                # Created DOWN, as HM 2.0 does: the slot then exists for the start's
+                # bookkeeping and for the extra-instance walk.
+                record = self.instance(version, index, now)
+                instances = self.versions[version]
+            if record.is_missing(now, droplet_lost):
+                missing.append(index)
+        return missing
 
     # -- crashes and pending restarts ----------------------------------------------------
 
     def prune_crashes(self, now, flapping_timeout):
         crashes = self.crashes
+        if not crashes:
+            return
         for guid in [g for g, (seen, _) in crashes.items() if now - seen > flapping_timeout]:
             del crashes[guid]
 

@@ -1,0 +1,92 @@
+"""The health manager side of the bus benchmarks, run as its own process.
+
+`python -m bench.hm_process NATS_URL INSTANCES [PROBES]`: the HM core (NatsBus,
+ActualState, Harmonizer with its timers, Nudger) on the asyncio reactor, with the desired
+state of a fleet of INSTANCES (and of PROBES crash-probe apps) loaded. Every 10 ms it publishes its progress on `bench.progress` (what
+the publisher paces itself by) and keeps (wall, CPU, instance-heartbeats) samples; it
+answers `bench.control` requests: `ping`, `report` (samples and drops), `exit`.
+"""
+
+import sys
+import time
+
+import orjson
+
+from bench.common import StallMonitor, cpu_time, install_asyncio_reactor, rss_bytes
+from bench.workload import Core, Fleet, bench_config
+
+PROGRESS_SUBJECT = "bench.progress"
+CONTROL_SUBJECT = "bench.control"
+PROGRESS_TICK = 0.01
+
+
+class HmProcess:
+    def __init__(self, reactor, url, instances, probes):
+        from health_manager.bus import NatsBus
+
+        self._reactor = reactor
+        self.bus = NatsBus(reactor, url, name="bench-hm")
+        self.core = Core(bench_config(url), reactor, self.bus)
+        self.core.load_desired(Fleet(instances), probes)
+        self.samples = []
+        self.stalls = StallMonitor(reactor)
+        self._last_count = -1
+
+    def start(self):
+        from twisted.internet import task
+
+        self.bus.start()
+        self.core.actual_state.subscribe()
+        self.bus.subscribe(CONTROL_SUBJECT, self._on_control)
+        self.core.harmonizer.prepare()
+        self.core.scheduler.start()
+        progress = task.LoopingCall(self._progress)
+        progress.clock = self._reactor
+        progress.start(PROGRESS_TICK)
+
+    def _progress(self):
+        metrics = self.core.metrics
+        count = metrics.instance_heartbeats_received
+        if count != self._last_count:
+            self._last_count = count
+            self.samples.append((time.perf_counter(), cpu_time(), count))
+        if self.bus.connected:
+            self.bus.publish(PROGRESS_SUBJECT, orjson.dumps(
+                {"msgs": metrics.heartbeat_msgs_received, "instances": count}))
+
+    def _on_control(self, message):
+        command = orjson.loads(message.data).get("cmd")
+        if command == "stalls":
+            self.stalls.start()
+            reply = {}
+        elif command == "report":
+            metrics = self.core.metrics
+            reply = {
+                "samples": self.samples,
+                "msgs": metrics.heartbeat_msgs_received,
+                "instances": metrics.instance_heartbeats_received,
+                "rejected": metrics.rejected_messages,
+                "skipped": metrics.skipped_entries,
+                "slow_consumer_drops": self.bus.slow_consumer_drops,
+                "starts_sent": metrics.health_start_messages_sent,
+                "droplets": len(self.core.registry),
+                "longest_stall": self.stalls.longest,
+                "rss": rss_bytes(),
+            }
+        elif command == "exit":
+            reply = {}
+            self._reactor.callLater(0.05, self._reactor.stop)
+        else:
+            reply = {}
+        if message.reply:
+            self.bus.publish(message.reply, orjson.dumps(reply))
+
+
+def main(url, instances, probes=0):
+    reactor = install_asyncio_reactor()
+    HmProcess(reactor, url, int(instances), int(probes)).start()
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
