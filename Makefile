@@ -21,3 +21,8 @@ simulate: install
 test: install
 	$(VENV)/bin/pip install --quiet --no-deps --force-reinstall .
 	$(VENV)/bin/python -m twisted.trial --reactor=asyncio spec
+
+# Benchmarks (about 10 minutes on 2 cores); figures go to bench/RESULTS.md by hand.
+bench: install
+	$(VENV)/bin/pip install --quiet --no-deps --force-reinstall .
+	$(VENV)/bin/python -m bench.run --size full $(ARGS)

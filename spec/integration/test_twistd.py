@@ -11,6 +11,7 @@ from twisted.trial.unittest import TestCase
 from health_manager.simulation.nats_server import NatsServer, free_port
 from spec.integration.support import ROOT, TWISTD, TwistdProcess, write_config
 
+
 class TwistdTests(TestCase):
     timeout = 60
 
