@@ -69,41 +69,32 @@ class Reporter:
 
     def on_health(self, message):
         self._metrics.healthmanager_health_request_msgs_received += 1
-        try:
-            entries = self._entries(message)
-        except BadMessage as e:
-            self._reject(HEALTH, e)
-            return
-        skipped = 0
-        for entry in entries:
-            droplet_id = entry.get("droplet") if type(entry) is dict else None
-            version = entry.get("version") if type(entry) is dict else None
-            if type(droplet_id) is not str or type(version) is not str:
-                skipped += 1
-                continue
-            droplet = self._registry.get(droplet_id)
-            if droplet is not None and message.reply:
-                self._reply(message, {"droplet": droplet_id, "version": version,
-                                      "healthy": droplet.healthy_count(version)})
-        self._count_skipped(HEALTH, skipped, len(entries))
+        self._answer_each(message, HEALTH, ("droplet", "version"), lambda droplet, entry: {
+            "droplet": droplet.id, "version": entry["version"],
+            "healthy": droplet.healthy_count(entry["version"])})
 
     def on_droplet(self, message):
         self._metrics.healthmanager_droplet_request_msgs_received += 1
+        self._answer_each(message, DROPLET, ("droplet",),
+                          lambda droplet, entry: droplet.to_view())
+
+    def _answer_each(self, message, subject, fields, answer):
+        """One reply per entry naming a known droplet (§1.8, §1.9); entries whose `fields`
+        are not strings are skipped and counted, unknown droplets get no reply."""
         try:
             entries = self._entries(message)
         except BadMessage as e:
-            self._reject(DROPLET, e)
+            self._reject(subject, e)
             return
         skipped = 0
         for entry in entries:
-            droplet_id = entry.get("droplet") if type(entry) is dict else None
-            if type(droplet_id) is not str:
+            if type(entry) is not dict or any(type(entry.get(f)) is not str for f in fields):
                 skipped += 1
                 continue
-            droplet = self._registry.get(droplet_id)
+            droplet = self._registry.get(entry["droplet"])
             if droplet is not None and message.reply:
-                self._reply(message, droplet.to_view())
-        self._count_skipped(DROPLET, skipped, len(entries))
+                self._reply(message, answer(droplet, entry))
+        self._count_skipped(subject, skipped, len(entries))
 
     def _entries(self, message):
         entries = decode_object(message.data).get("droplets")
