@@ -9,6 +9,7 @@ that needs other values passes overrides.
 """
 
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -101,6 +102,12 @@ def write_config(test, **overrides):
     return path
 
 
+def _default_sigint():
+    # A shell that runs the suite in the background starts it with SIGINT ignored, and the
+    # child would inherit that: give it the default, as a terminal-started service has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class TwistdProcess:
     """A twistd child whose output is collected in a file (no pipe to fill up)."""
 
@@ -111,7 +118,7 @@ class TwistdProcess:
         self.process = subprocess.Popen(
             [sys.executable, TWISTD, "-n", "--pidfile=", "health_manager", "-c", config_path],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_default_sigint)
         test.addCleanup(self.kill)
 
     def output(self):
