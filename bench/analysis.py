@@ -71,6 +71,9 @@ def child(instances):
     reactor = install_asyncio_reactor()
     from health_manager.testing.bus import InMemoryBus
 
+    from health_manager.gc_policy import GcPolicy
+
+    GcPolicy().install()  # as the Manager does at start
     clock = SteppedClock(reactor)
     bus = InMemoryBus(clock)
     core = Core(bench_config(), clock, bus)

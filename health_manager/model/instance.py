@@ -27,8 +27,13 @@ class AppInstance:
         return self.state == RUNNING or self.state == STARTING
 
     def receive_heartbeat(self, state, guid, state_timestamp, now):
-        """Apply one heartbeat entry; only STARTING/RUNNING entries move the slot (§5.1)."""
+        """Apply one heartbeat entry; only STARTING/RUNNING entries move the slot (§5.1).
+        Returns extra_guid() after it."""
         if state == RUNNING or state == STARTING:
+            if guid == self.guid:
+                # Keep the one string object already held: the stream then holds one
+                # object, not three equal copies, and its comparisons are identity checks.
+                guid = self.guid
             stream = self.guid_stream
             stream.append(guid)
             if len(stream) > GUID_STREAM_LENGTH:
@@ -37,8 +42,12 @@ class AppInstance:
             self.guid = guid
             self.state = state
             self.state_timestamp = state_timestamp
+            # extra_guid()'s common answer without the call: this runs once per entry.
+            if len(stream) < GUID_STREAM_LENGTH or stream[0] == stream[1]:
+                return None
         elif guid in self.guid_stream:
             self.guid_stream = [g for g in self.guid_stream if g != guid]
+        return self.extra_guid()
 
     def extra_guid(self):
         """The guid to stop when two live guids share this slot (§5.3), else None."""
