@@ -110,12 +110,13 @@ class Harmonizer:
             acting = self._desired_state.is_fresh()
             droplets = analysis.droplets
             end = min(analysis.position + self._slice_size, len(droplets))
-            registry = self._registry
+            registered = self._registry.get
+            analyze = self.analyze_droplet
+            totals = analysis.totals
             for position in range(analysis.position, end):
                 droplet = droplets[position]
-                if registry.get(droplet.id) is droplet:  # not removed mid-pass
-                    self.analyze_droplet(droplet, now, acting)
-                    droplet.add_realtime(analysis.totals)
+                if registered(droplet.id) is droplet:  # not removed mid-pass
+                    analyze(droplet, now, acting, totals)
             analysis.position = end
             if end < len(droplets):
                 self._scheduler.immediately(lambda: self._analyze_slice(analysis),
@@ -127,28 +128,35 @@ class Harmonizer:
         else:
             analysis.done.callback(None)
 
-    def analyze_droplet(self, droplet, now, acting):
-        """One droplet's analysis (§5.9); `acting` is False while desired state is stale."""
+    def analyze_droplet(self, droplet, now, acting, totals):
+        """One droplet's analysis (§5.9), then its realtime figures added to `totals` (§6.2);
+        `acting` is False while desired state is stale."""
         intervals = self._intervals
         droplet_lost = intervals.droplet_lost
-        droplet.mark_vanished_down(now, droplet_lost)
-        if acting:
-            if droplet.is_extra(now, intervals.desired_state_lost):
+        if acting and not droplet.is_extra(now, intervals.desired_state_lost):
+            # One walk marks vanished instances DOWN and, when due, finds missing ones; a
+            # droplet with nothing to start or stop is finished by it.
+            missing = droplet.sweep(now, droplet_lost,
+                                    droplet.missing_check_due(now, droplet_lost),
+                                    intervals.flapping_timeout, totals)
+            if missing is None:
+                return
+            if missing:
+                self.on_missing_instances(droplet, missing)
+                droplet.reset_missing_check(now)
+            # Counted before pruning, so the CC sees the instances being stopped; both
+            # skipped for the common droplet that has nothing to prune.
+            if droplet.may_have_extra_instances():
+                running = droplet.running_counts()
+                extras = droplet.prune_extra_instances()
+                if extras:
+                    self.on_extra_instances(droplet, extras, running)
+        else:
+            droplet.mark_vanished_down(now, droplet_lost)
+            if acting:
                 self.on_extra_app(droplet)
-            else:
-                if droplet.missing_check_due(now, droplet_lost):
-                    missing = droplet.missing_indices(now, droplet_lost)
-                    if missing:
-                        self.on_missing_instances(droplet, missing)
-                        droplet.reset_missing_check(now)
-                # Counted before pruning, so the CC sees the instances being stopped; both
-                # skipped for the common droplet that has nothing to prune.
-                if droplet.may_have_extra_instances():
-                    running = droplet.running_counts()
-                    extras = droplet.prune_extra_instances()
-                    if extras:
-                        self.on_extra_instances(droplet, extras, running)
         droplet.prune_crashes(now, intervals.flapping_timeout)
+        droplet.add_realtime(totals)
 
     def on_missing_instances(self, droplet, indices):
         """Start missing live-version indices (§5.6), once the actual state is trusted."""

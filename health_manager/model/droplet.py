@@ -168,6 +168,81 @@ class Droplet:
             del self.versions[version]
         return stops
 
+    # -- the analysis pass ---------------------------------------------------------------
+
+    def sweep(self, now, droplet_lost, find_missing, flapping_timeout, totals):
+        """The analysis pass's one walk over this droplet's slots (§5.6, §5.14.2, §6.2).
+
+        Does mark_vanished_down(), then missing_indices() when `find_missing`, and returns
+        the missing indices. A quiet droplet, for which that finds nothing missing and
+        leaves nothing to prune (a STARTED app whose only slots are live-version indices
+        below `num_instances`), is finished here instead: prune_crashes() and add_realtime()
+        are applied as the analysis would after acting, and None is returned.
+
+        One loop over the live version's first `num_instances` indices marks, creates,
+        judges and counts each slot; the separate marking walk runs only when other slots
+        exist. Marking first changes no verdict: a STARTING/RUNNING slot without a recent
+        heartbeat is missing either way, and a created slot is DOWN like an absent one.
+        """
+        versions = self.versions
+        live = self.live_version
+        instances = versions.get(live)
+        missing = []
+        visited = running = down = flapping = 0
+        started = self.state == STARTED
+        if started:
+            find_missing = find_missing and self.package_state == STAGED
+            for index in range(self.num_instances):
+                record = None if instances is None else instances.get(index)
+                if record is None:
+                    down += 1
+                    if find_missing:
+                        # Created DOWN, as HM 2.0 does: the slot then exists for the start's
+                        # bookkeeping and for the extra-instance walk. Never heard: missing.
+                        if instances is None:
+                            instances = versions[live] = {}
+                        instances[index] = AppInstance(now)
+                        missing.append(index)
+                        visited += 1
+                    continue
+                visited += 1
+                # is_alive() and is_missing() inlined, with the marking of a live slot.
+                state = record.state
+                seen = record.last_heartbeat_time
+                if seen is None or now - seen > droplet_lost:
+                    if state == RUNNING or state == STARTING:
+                        record.mark_down(now)
+                        state = DOWN
+                    if find_missing and record.pending_restart is None:
+                        missing.append(index)
+                elif state == CRASHED and find_missing and record.pending_restart is None:
+                    missing.append(index)
+                if state == RUNNING or state == STARTING:
+                    running += 1
+                elif state == DOWN:
+                    down += 1
+                elif state == FLAPPING:
+                    flapping += 1
+        if instances is None or visited != len(instances) or len(versions) != 1:
+            self.mark_vanished_down(now, droplet_lost)  # the slots the loop did not visit
+            return missing
+        if missing or not started:
+            return missing
+        self.prune_crashes(now, flapping_timeout)
+        crashes = len(self.crashes)
+        totals.total_apps += 1
+        totals.total_instances += self.num_instances
+        totals.crashed_instances += crashes
+        totals.started_apps += 1
+        totals.started_crashes += crashes
+        totals.running_instances += running
+        totals.missing_instances += down
+        totals.flapping_instances += flapping
+        totals.started_running += running
+        totals.started_missing += down
+        totals.started_flapping += flapping
+        return None
+
     # -- missing instances ---------------------------------------------------------------
 
     def reset_missing_check(self, now):
