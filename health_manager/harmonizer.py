@@ -77,6 +77,9 @@ class Harmonizer:
             self._flapping_policy(droplet, version, index, instance, chatty=True)
         else:
             self._queue_start(droplet, index, LOW, "crashed")
+            # Unlike HM 2.0 (§5.6 analysis): the replacement gets droplet_lost seconds to
+            # heartbeat before the missing check may start the same index a second time.
+            droplet.reset_missing_check(self._scheduler.now())
 
     def on_exit_dea(self, droplet, index):
         """DEA shutdown or evacuation (§5.4): restart elsewhere at HIGH priority."""

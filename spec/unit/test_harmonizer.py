@@ -181,6 +181,21 @@ class CrashTests(SynchronousTestCase):
         self.assertEqual(self.rig.starts(), [start(1, {"v1": 1})])
         self.assertEqual(self.rig.registry.get("app-1").crashes, {"g1": (1000.0, 1000)})
 
+    def test_crash_restart_is_not_repeated_by_the_missing_check(self):
+        """After a crash restart, the missing check waits droplet_lost for the replacement's
+        first heartbeat instead of starting the same index again (HM 2.0's duplicate)."""
+        rig = self.rig
+        rig.advance(rig.intervals.droplet_lost + 1)
+        rig.heartbeat(rig.beat("g0", 0), rig.beat("g1", 1))
+        rig.exited("g1", 1)
+        rig.advance(rig.intervals.request_queue)
+        rig.analyze()
+        self.assertEqual(len(rig.starts()), 1)
+        rig.advance(rig.intervals.droplet_lost)
+        rig.heartbeat(rig.beat("g0", 0))
+        rig.analyze()
+        self.assertEqual([s["indices"] for s in rig.starts()], [[1], [1]])
+
     def test_crash_of_an_app_without_desired_state_sends_no_start(self):
         """A crash before the app's desired state is known sends no start (the CC would
         refuse one without the app's version); the crash is still recorded."""
