@@ -165,9 +165,9 @@ class DropletTests(SynchronousTestCase):
 
     def test_missing_indices_only_for_started_staged(self):
         """Missing indices are reported only for a STARTED, STAGED app."""
-        self.assertEqual(self.droplet.missing_indices(100, 30), [0, 1])
+        self.assertEqual(self.droplet.sweep(100, 30, True, 500, RealtimeTotals()), [0, 1])
         self.registry.apply_desired(app(package_state="PENDING"), 1)
-        self.assertEqual(self.droplet.missing_indices(100, 30), [])
+        self.assertIsNone(self.droplet.sweep(100, 30, True, 500, RealtimeTotals()))
 
     def test_realtime_totals(self):
         """Totals count droplets, desired instances, crash entries and live-version states."""
