@@ -76,3 +76,19 @@ class IDesiredState(Interface):
         """Fetch user counts and every /bulk/apps page, applying each valid app entry.
         Overlapping calls are merged: while a pass runs, further calls share one follow-up
         pass. Returns a Deferred that fires (never fails) when the pass it joined ends."""
+
+
+class ILeadership(Interface):
+    """Whether this health manager may act (publish `health.start` / `health.stop`).
+
+    One HM alone always acts; with HA (DESIGN.md §8) only the holder of a fresh lease does.
+    The policy and the Nudger ask this, never the lease store itself.
+    """
+
+    role = Attribute('"single", "leader" or "standby".')
+    leader_id = Attribute("The id of the HM believed to lead, or None when unknown.")
+    epoch = Attribute("The fencing epoch of the lease held or last seen, or None.")
+    transitions = Attribute("How many times this HM's role changed.")
+
+    def is_acting():
+        """True only while this HM may publish starts and stops right now."""

@@ -20,6 +20,7 @@ from health_manager.desired_state import DesiredState
 from health_manager.freshness import ActualFreshness
 from health_manager.gc_policy import GcPolicy
 from health_manager.harmonizer import Harmonizer
+from health_manager.leadership import SingleLeadership
 from health_manager.metrics import Metrics
 from health_manager.model.registry import DropletRegistry
 from health_manager.nudger import Nudger
@@ -54,6 +55,8 @@ class Manager(MultiService):
         self.http_client = http_client if http_client is not None else HTTPClient(
             Agent(reactor, pool=self._http_pool))
         self.registry = DropletRegistry()
+        # Who may act: always this HM when it runs alone (the `ha` issue adds a lease).
+        self.leadership = SingleLeadership()
         self.nudger = Nudger(self.scheduler, self.bus, self.metrics,
                              intervals.queue_batch_size, intervals.request_queue)
         self.freshness = ActualFreshness(self.scheduler, intervals.droplet_lost)
