@@ -89,8 +89,8 @@ class Manager(MultiService):
         self.scheduler.at_interval(intervals.droplet_gc, self.gc_policy.sweep, "python_gc")
         self._started = None
 
-    def _apply_desired(self, app):
-        self.registry.apply_desired(app, self.scheduler.now())
+    def _apply_desired(self, app, asked_at):
+        self.registry.apply_desired(app, self.scheduler.now(), asked_at)
 
     def startService(self):
         self.gc_policy.install()

@@ -63,6 +63,10 @@ class Metrics:
         "bulk_api_errors",
         "bulk_credentials_requests",
         "flapping_restarts_given_up",
+        # A queued start found unneeded when its turn came (its index came back meanwhile).
+        "queued_starts_dropped",
+        # Stops the CC would refuse, held back until every wanted index runs (§3.2).
+        "stops_deferred",
     )
 
     def __init__(self, queue_length=lambda: 0):

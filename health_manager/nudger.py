@@ -3,6 +3,13 @@
 Starts wait in a de-duplicating priority set and leave under a rate limit of `batch_size`
 per `period` seconds (a sliding window): at once when the window has room, otherwise on
 the next `drain()`. Stops and flapping restarts are published directly.
+
+A queued start is an intent (its key, e.g. app and index) with a function that builds its
+payload when it leaves. Unlike HM 2.0, whose queue held finished payloads keyed with their
+`running` counts (§5.11), the payload is built from the state at send time, and a start
+whose index no longer needs one is dropped (HM9000 checked each message again before
+sending it): a start that waited out a burst can neither carry stale counts nor start an
+index twice.
 """
 
 import heapq
@@ -15,12 +22,6 @@ START_SUBJECT = "health.start"
 STOP_SUBJECT = "health.stop"
 
 
-def dedup_key(payload):
-    """A start's identity in the queue: its payload without `last_updated` (§5.11)."""
-    return orjson.dumps({k: v for k, v in payload.items() if k != "last_updated"},
-                        option=orjson.OPT_SORT_KEYS)
-
-
 class Nudger:
     log = Logger()
 
@@ -30,7 +31,7 @@ class Nudger:
         self._metrics = metrics
         self._batch_size = batch_size
         self._period = period
-        self._queued = {}  # key -> [priority, sequence, payload]
+        self._queued = {}  # key -> [priority, sequence, build]
         self._heap = []  # (-priority, sequence, key); entries no longer in _queued are stale
         self._sequence = 0
         self._sent_times = deque()  # send times of the last `batch_size` queued starts
@@ -39,12 +40,13 @@ class Nudger:
     def __len__(self):
         return len(self._queued)
 
-    def queue_start(self, payload, priority):
-        """Queue a start; a duplicate is dropped, or raises the queued one's priority."""
-        key = dedup_key(payload)
+    def queue_start(self, key, priority, build):
+        """Queue a start under `key`; `build()` gives its payload when it leaves, or None
+        when it is no longer needed. A start already queued under `key` is kept, at the
+        higher of the two priorities."""
         entry = self._queued.get(key)
         if entry is None:
-            self._push(key, payload, priority)
+            self._push(key, build, priority)
         elif priority > entry[0]:
             # Unlike HM 2.0, an evacuation must not wait behind the crash restart it repeats.
             self._push(key, entry[2], priority)
@@ -54,9 +56,13 @@ class Nudger:
         """Publish queued starts, highest priority first, while the rate limit allows."""
         sent = 0
         while self._queued and self._budget_left():
-            payload = self._pop()
-            if payload is None:
+            build = self._pop()
+            if build is None:
                 break
+            payload = build()
+            if payload is None:
+                self._metrics.queued_starts_dropped += 1
+                continue
             self._sent_times.append(self._scheduler.now())
             self.publish_start(payload)
             sent += 1
@@ -84,9 +90,9 @@ class Nudger:
         self._heap.clear()
         return count
 
-    def _push(self, key, payload, priority):
+    def _push(self, key, build, priority):
         self._sequence += 1
-        self._queued[key] = [priority, self._sequence, payload]
+        self._queued[key] = [priority, self._sequence, build]
         heapq.heappush(self._heap, (-priority, self._sequence, key))
 
     def _pop(self):

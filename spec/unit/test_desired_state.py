@@ -134,7 +134,7 @@ class DesiredStateTestCase(SynchronousTestCase):
         self.unreadable = []
         self.on_app = self.applied.append
         self.desired = DesiredState(self.config, self.scheduler, self.bus, self.http,
-                                    self.metrics, lambda app: self.on_app(app),
+                                    self.metrics, lambda app, asked_at: self.on_app(app),
                                     jitter=lambda: self.jitter_value,
                                     on_unreadable=self.unreadable.append)
         self.addCleanup(self.desired.stop)
@@ -666,7 +666,7 @@ class IoClockTests(SynchronousTestCase):
                 return hanging
 
         state = DesiredState(config, scheduler, None, HangingClient(), Metrics(),
-                             on_app=lambda app: None, io_clock=io_clock)
+                             on_app=lambda app, asked_at: None, io_clock=io_clock)
         d = Deferred.fromCoroutine(state._get_json(state._base + "/counts", ("u", "p")))
         d.addErrback(errors.append)
         policy_clock.advance(10_000)

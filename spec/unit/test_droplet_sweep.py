@@ -106,7 +106,7 @@ class SweepTests(SynchronousTestCase):
 
     def test_app_not_started_is_left_to_the_caller(self):
         """A STOPPED app has no missing indices, and its figures are left to add_realtime()."""
-        self.droplet.set_desired(app(state=STOPPED), 0)
+        self.droplet.set_desired(app(state=STOPPED), 0, 0)
         self.assertEqual(self.sweep(40), [])
         self.assertEqual(self.droplet.versions, {})
         self.assertEqual(totals_tuple(self.totals), (0,) * 11)
