@@ -86,7 +86,7 @@ class Harmonizer:
         wanted and no other instance holds it."""
         if not self._needs_start(droplet, version, index, held, "crash"):
             return
-        if version == droplet.live_version and instance.state == FLAPPING:
+        if instance.state == FLAPPING:
             self._flapping_policy(droplet, version, index, instance, chatty=True)
         else:
             self._queue_start(droplet, index, LOW, "crashed")
@@ -117,20 +117,21 @@ class Harmonizer:
         """Whether an exit of (version, index) leaves a wanted index without an instance.
 
         HM 2.0 restarted every crashed or evacuated index (§5.4). Starting one that another
-        instance still holds (a duplicate's crash), one the CC no longer wants (at or above
-        the desired count, a stopped app) or, after an old version's exit, an index the live
-        version holds, would make a duplicate or an extra: the CC acts on the start, since
-        it does not check the index (§3.1), and the stop that follows undoes it."""
+        instance still holds (a duplicate's crash) or one the CC no longer wants (at or above
+        the desired count, a stopped app) would make a duplicate or an extra: the CC acts on
+        the start, since it does not check the index (§3.1), and the stop that follows
+        undoes it. An exit of another version than the live one starts nothing either: an
+        old version was replaced (the live version's own slot is judged by the missing
+        check), and a version the HM does not know yet means its desired state lags: a
+        start of the version it knows would be refused (§3.1)."""
         if droplet.live_version is None:
             return True  # _queue_start says why it cannot start without desired state
-        now = self._scheduler.now()
-        droplet_lost = self._intervals.droplet_lost
-        if held and version == droplet.live_version:
+        if version != droplet.live_version:
+            reason = f"version {version} is not the live version"
+        elif held:
             reason = "another instance holds the index"
         elif not droplet.wants(index):
             reason = "the index is not wanted"
-        elif version != droplet.live_version and droplet.is_held(index, now, droplet_lost):
-            reason = "the live version holds the index"
         else:
             return True
         self.log.info("no start after {event}: {reason}: app_id={droplet} index={index}",
@@ -204,10 +205,8 @@ class Harmonizer:
         if droplet.desired_state_update_required:
             return
         now = self._scheduler.now()
-        flapping_timeout = self._intervals.flapping_timeout
         for index in indices:
             instance = droplet.instance(droplet.live_version, index, now)
-            instance.forget_old_crashes(now, flapping_timeout)
             if instance.state == FLAPPING:
                 self._flapping_policy(droplet, droplet.live_version, index, instance,
                                       chatty=False)

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from health_manager.actual_state import ActualState
 from health_manager.config import build_config
-from health_manager.constants import RUNNING, STARTED, STARTING, STOPPED
+from health_manager.constants import FLAPPING, RUNNING, STARTED, STARTING
 from health_manager.desired_state import DesiredState
 from health_manager.freshness import ActualFreshness
 from health_manager.harmonizer import Harmonizer
@@ -192,7 +192,7 @@ class FoundationSpec:
                 f"deas={self.deas} crashy={self.crashy} flapping={self.flapping} "
                 f"missing={self.missing} chaos={self.chaos}s "
                 f"fault_interval={self.fault_interval}s message_chaos={self.message_chaos} "
-                f"hm_restart={self.hm_restart}")
+                f"hm_restart={self.hm_restart} hm_delay={self.hm_delay}")
 
 
 FAULTS = ("crash", "crash", "crash", "kill", "kill", "duplicate", "duplicate", "scale",
@@ -395,8 +395,18 @@ class ConvergenceRun:
                                                            i.state))
         return live
 
+    def given_up(self, app, index):
+        """True when the health manager gave up restarting this index (§5.5,
+        giveup_crash_number): its operator's policy, not a failure to heal."""
+        giveup = self.hm.config.intervals.giveup_crash_number
+        droplet = self.hm.registry.get(app.guid)
+        record = None if droplet is None else droplet.find_instance(app.version, index)
+        return (giveup > 0 and record is not None and record.state == FLAPPING
+                and record.crash_count > giveup and record.pending_restart is None)
+
     def unhealed(self):
-        """(app, problem) for each app that does not run exactly its desired instances."""
+        """(app, problem) for each app that does not run exactly its desired instances;
+        flapping apps and indices the health manager gave up on are not judged."""
         live = self.live_by_app()
         problems = []
         flapping = self.foundation.flapping_apps
@@ -409,7 +419,8 @@ class ConvergenceRun:
             for version, index, instance, state in instances:
                 if version == app.version and index < wanted and state == RUNNING:
                     running.setdefault(index, []).append(instance)
-            missing = [i for i in range(wanted) if i not in running]
+            missing = [i for i in range(wanted)
+                       if i not in running and not self.given_up(app, i)]
             duplicated = {i: g for i, g in running.items() if len(g) > 1}
             unwanted = [(v, i, g) for v, i, g, s in instances
                         if v != app.version or i >= wanted]

@@ -111,7 +111,7 @@ class Droplet:
         Unlike HM 2.0, which keyed the entry by the slot's current guid (a previous
         instance's, or null, when the new one had not heartbeated yet), the entry is keyed by
         the instance that crashed."""
-        record.crash(crash_timestamp, flapping_timeout, flapping_death, now, held)
+        record.crash(crash_timestamp, flapping_timeout, flapping_death, held)
         self.crashes[guid] = (now, crash_timestamp)
 
     def is_held(self, index, now, droplet_lost):

@@ -21,7 +21,7 @@ class AppInstance:
     """
 
     __slots__ = ("state", "guid", "last_heartbeat_time", "state_timestamp", "crash_count",
-                 "last_crash_timestamp", "crashed_at", "pending_restart", "duplicates",
+                 "last_crash_timestamp", "pending_restart", "duplicates",
                  "exited", "since")
 
     def __init__(self, now):
@@ -30,8 +30,7 @@ class AppInstance:
         self.last_heartbeat_time = None
         self.state_timestamp = now
         self.crash_count = 0
-        self.last_crash_timestamp = None  # DEA clock, for the flapping_timeout gap (§5.5)
-        self.crashed_at = None  # HM clock of the last crash, for forgetting it
+        self.last_crash_timestamp = None
         self.pending_restart = None
         self.duplicates = None
         # The last few instances that exited or crashed here: a heartbeat of one that arrives
@@ -149,7 +148,7 @@ class AppInstance:
             self._remember_exit(guid)
         return self.state == RUNNING or self.state == STARTING
 
-    def crash(self, crash_timestamp, flapping_timeout, flapping_death, now, held):
+    def crash(self, crash_timestamp, flapping_timeout, flapping_death, held):
         """Count a crash (§5.4): the count restarts after a quiet `flapping_timeout`. The
         slot becomes CRASHED or FLAPPING unless another instance still `held` it."""
         if (self.last_crash_timestamp is not None
@@ -157,19 +156,8 @@ class AppInstance:
             self.crash_count = 0
         self.crash_count += 1
         self.last_crash_timestamp = crash_timestamp
-        self.crashed_at = now
         if not held:
             self.state = FLAPPING if self.crash_count > flapping_death else CRASHED
-
-    def forget_old_crashes(self, now, flapping_timeout):
-        """A crash history older than `flapping_timeout` is forgotten, as HM 2.0 forgets the
-        crash entries and resets the count at the next crash. Unlike HM 2.0 this also ends a
-        give-up: an instance that stopped crashing is tried again instead of never."""
-        if self.crashed_at is not None and now - self.crashed_at > flapping_timeout:
-            self.crash_count = 0
-            self.crashed_at = None
-            if self.state == FLAPPING or self.state == CRASHED:
-                self.state = DOWN
 
     def cancel_pending_restart(self):
         """Cancel a scheduled flapping restart; True if one was pending."""

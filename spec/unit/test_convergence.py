@@ -87,6 +87,9 @@ class ConvergenceTests(SynchronousTestCase):
     @example(FoundationSpec(seed=81, apps=18, instances=4, deas=4))
     @example(FoundationSpec(seed=295, apps=137, instances=3, deas=5))
     @example(FoundationSpec(seed=18, apps=3, instances=6, deas=5))
+    @example(FoundationSpec(seed=8388609, apps=15, instances=3, deas=5, crashy=0.0,
+                            flapping=0.2, missing=0.0, chaos=10.0, fault_interval=0.5,
+                            hm_delay=3.0))
     def test_every_foundation_heals(self, spec):
         """Every random foundation heals within the bound, stops no sole wanted instance,
         and is refused only where the CC changed an app."""

@@ -168,30 +168,19 @@ class InstanceTests(SynchronousTestCase):
     def test_crash_count_resets_after_flapping_timeout(self):
         """Two crashes within flapping_timeout make FLAPPING; a longer gap restarts the count."""
         instance = AppInstance(0)
-        instance.crash(100, 500, 1, 100, held=False)
+        instance.crash(100, 500, 1, held=False)
         self.assertEqual((instance.state, instance.crash_count), (CRASHED, 1))
-        instance.crash(200, 500, 1, 200, held=False)
+        instance.crash(200, 500, 1, held=False)
         self.assertEqual((instance.state, instance.crash_count), (FLAPPING, 2))
-        instance.crash(801, 500, 1, 801, held=False)
+        instance.crash(801, 500, 1, held=False)
         self.assertEqual((instance.state, instance.crash_count), (CRASHED, 1))
 
     def test_crash_of_a_held_slot_counts_but_keeps_it_running(self):
         """A crash counts even when another instance still holds the slot, which stays live."""
         instance = AppInstance(0)
         instance.receive_heartbeat(RUNNING, "g", 1.0, 10, DROPLET_LOST)
-        instance.crash(11, 500, 1, 11, held=True)
+        instance.crash(11, 500, 1, held=True)
         self.assertEqual((instance.state, instance.crash_count), (RUNNING, 1))
-
-    def test_old_crashes_are_forgotten_and_end_a_give_up(self):
-        """A crash history older than flapping_timeout is forgotten: the slot is plain DOWN
-        again, to be started like any missing instance."""
-        instance = AppInstance(0)
-        for t in (100, 110, 120):
-            instance.crash(t, 500, 1, t, held=False)
-        instance.forget_old_crashes(600, 500)
-        self.assertEqual((instance.state, instance.crash_count), (FLAPPING, 3))
-        instance.forget_old_crashes(621, 500)
-        self.assertEqual((instance.state, instance.crash_count), (DOWN, 0))
 
     def test_alive_means_recent_heartbeat_and_not_crashed(self):
         """Alive: not CRASHED and heard within droplet_lost; missing: not alive, no restart."""
