@@ -135,6 +135,8 @@ class NatsBus:
         self.connected = False
         self.dropped_publications = 0
         self.slow_consumer_drops = 0
+        self.reconnects = 0  # connections regained after the first
+        self._ever_connected = False
         self._last_slow_consumer_log = None
         self._listeners = []
         self._subscriptions = []
@@ -290,6 +292,9 @@ class NatsBus:
             return
         self.connected = connected
         if connected:
+            if self._ever_connected:
+                self.reconnects += 1
+            self._ever_connected = True
             self.log.info("NATS connected to {url}", url=self._safe_url)
         else:
             self.log.warn("NATS disconnected from {url}", url=self._safe_url)

@@ -133,6 +133,11 @@ class DesiredState:
                 and self._scheduler.now() - self._last_success
                 <= self._config.intervals.desired_state_lost)
 
+    @property
+    def last_success(self):
+        """Scheduler time the last complete bulk pass ended, or None before the first."""
+        return self._last_success
+
     def refresh(self):
         waiter = Deferred()
         if self._stopped:

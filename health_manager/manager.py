@@ -26,7 +26,8 @@ from health_manager.model.registry import DropletRegistry
 from health_manager.nudger import Nudger
 from health_manager.reporter import Reporter
 from health_manager.scheduler import Scheduler
-from health_manager.status_server import LogCounts, StatusServer
+from health_manager.web.state_view import StateView
+from health_manager.web.status_server import LogCounts, StatusServer
 
 STOP_TIMEOUT = 4.0
 
@@ -39,17 +40,18 @@ class Manager(MultiService):
         self.config = config
         self.reactor = reactor
         intervals = config.intervals
+        self.metrics = Metrics()
         if config.black_box_test_mode:
             # Fake time starts at 1 and moves only on healthmanager.advance_time; work that
             # is "immediate" still runs on the real reactor.
             self.clock = task.Clock()
             self.clock.advance(1)
-            self.scheduler = Scheduler(self.clock, eventual=reactor)
+            self.scheduler = Scheduler(self.clock, eventual=reactor,
+                                       on_run=self.metrics.observe_run)
         else:
             self.clock = reactor
-            self.scheduler = Scheduler(reactor)
+            self.scheduler = Scheduler(reactor, on_run=self.metrics.observe_run)
         self.bus = bus if bus is not None else NatsBus(reactor, config.mbus)
-        self.metrics = Metrics()
         self.log_counts = LogCounts()
         self._http_pool = HTTPConnectionPool(reactor, persistent=True)
         self.http_client = http_client if http_client is not None else HTTPClient(
@@ -74,9 +76,12 @@ class Manager(MultiService):
         self.reporter = Reporter(self.bus, self.registry, self.scheduler, self.metrics, config)
         # Start time, uptime and vitals are wall-clock facts for operators, also in black-box mode.
         self.component = Component(config, self.bus, reactor)
+        self.state_view = StateView(
+            config, self.scheduler, self.registry, self.metrics, self.desired_state,
+            self.freshness, self.leadership, self.bus, self.nudger, self.scheduler.now())
         self.status_server = StatusServer(
-            config, self.metrics, self.component, lambda: self.bus.connected, reactor,
-            reactor, log_counts=self.log_counts)
+            config, self.metrics, self.component, self.state_view, reactor, reactor,
+            log_counts=self.log_counts)
         self.status_server.setServiceParent(self)
         self.black_box = (BlackBoxDriver(self.bus, self.clock, self.scheduler, reactor,
                                          self.metrics)

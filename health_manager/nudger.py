@@ -6,13 +6,15 @@ the next `drain()`. Stops and flapping restarts are published directly.
 """
 
 import heapq
-from collections import deque
+from collections import OrderedDict, deque
 
 import orjson
 from twisted.logger import Logger
 
 START_SUBJECT = "health.start"
 STOP_SUBJECT = "health.stop"
+# How many (droplet, index) start times the Nudger remembers for the operator views.
+SENT_STARTS_KEPT = 100_000
 
 
 def dedup_key(payload):
@@ -34,6 +36,8 @@ class Nudger:
         self._heap = []  # (-priority, sequence, key); entries no longer in _queued are stale
         self._sequence = 0
         self._sent_times = deque()  # send times of the last `batch_size` queued starts
+        # (droplet, index) -> when its last start was sent, for "why not" answers; bounded.
+        self._last_sent = OrderedDict()
         metrics.set_queue_length_source(self.__len__)
 
     def __len__(self):
@@ -54,28 +58,54 @@ class Nudger:
         """Publish queued starts, highest priority first, while the rate limit allows."""
         sent = 0
         while self._queued and self._budget_left():
-            payload = self._pop()
-            if payload is None:
+            entry = self._pop()
+            if entry is None:
                 break
             self._sent_times.append(self._scheduler.now())
-            self.publish_start(payload)
+            self.publish_start(entry[2], priority=entry[0])
             sent += 1
         return sent
 
-    def publish_start(self, payload):
+    def publish_start(self, payload, priority=None):
         """Publish a start at once, bypassing the queue (flapping restarts)."""
         self._bus.publish(START_SUBJECT, orjson.dumps(payload))
         self._metrics.health_start_messages_sent += 1
+        self._metrics.count_start(priority)
+        now = self._scheduler.now()
+        last_sent = self._last_sent
+        for index in payload.get("indices") or ():
+            key = (payload.get("droplet"), index)
+            last_sent.pop(key, None)
+            last_sent[key] = now
+        while len(last_sent) > SENT_STARTS_KEPT:
+            last_sent.popitem(last=False)
 
-    def publish_stop(self, payload):
-        """Publish a stop at once; refuses one without instances (the DEA would stop all)."""
+    def publish_stop(self, payload, reason=None):
+        """Publish a stop at once; refuses one without instances (the DEA would stop all).
+        `reason` (the policy's words) only labels the stop in the metrics."""
         if not payload.get("instances"):
             self.log.warn("refused health.stop without instances for droplet {droplet}",
                           droplet=payload.get("droplet"))
             return False
         self._bus.publish(STOP_SUBJECT, orjson.dumps(payload))
         self._metrics.health_stop_messages_sent += 1
+        self._metrics.count_stop(reason)
         return True
+
+    # -- read-only views for the operator surface (health_manager/web) -------------------
+
+    def last_start_sent(self, droplet_id, index):
+        """When a start for (droplet, index) was last sent, or None if not remembered."""
+        return self._last_sent.get((droplet_id, index))
+
+    def queued_starts(self):
+        """{droplet id: {index: priority}} of the starts waiting in the queue."""
+        queued = {}
+        for priority, _sequence, payload in self._queued.values():
+            indices = queued.setdefault(payload.get("droplet"), {})
+            for index in payload.get("indices") or ():
+                indices[index] = max(priority, indices.get(index, priority))
+        return queued
 
     def discard_pending(self):
         """Drop every queued start (shutdown); returns how many were dropped."""
@@ -96,7 +126,7 @@ class Nudger:
             entry = self._queued.get(key)
             if entry is not None and entry[1] == sequence:
                 del self._queued[key]
-                return entry[2]
+                return entry
         return None
 
     def _budget_left(self):

@@ -24,15 +24,22 @@ class Receipt:
     def active(self):
         return self._call.active()
 
+    def when(self):
+        """The clock time the call is due at (only meaningful while active)."""
+        return self._call.getTime()
+
 
 class Scheduler:
     log = Logger()
 
-    def __init__(self, clock, eventual=None):
+    def __init__(self, clock, eventual=None, on_run=None):
         """`clock` provides "now" and every timer; `eventual` (default: the clock) runs
-        `immediately` work, so black-box mode can run it without advancing fake time."""
+        `immediately` work, so black-box mode can run it without advancing fake time.
+        `on_run(name, seconds)` hears how long each callback ran, timed on `eventual` (the
+        real reactor even in black-box mode)."""
         self._clock = clock
         self._eventual = eventual if eventual is not None else clock
+        self._on_run = on_run
         self._periodic = []  # [name, period, fn, DelayedCall | None, running Deferred | None]
         self._in_flight = set()
         self._idle_waiters = []
@@ -119,11 +126,15 @@ class Scheduler:
         self._call(fn, name)
 
     def _call(self, fn, name):
+        began = self._eventual.seconds()
         try:
             result = fn()
         except Exception:
             self.log.failure("{name} failed", name=name)
             return None
+        finally:
+            if self._on_run is not None:
+                self._on_run(name, self._eventual.seconds() - began)
         if isinstance(result, defer.Deferred):
             result.addErrback(lambda f: self.log.failure("{name} failed", f, name=name))
             return self.track(result)
