@@ -33,6 +33,7 @@ class Nudger:
         self._batch_size = batch_size
         self._period = period
         self._queued = {}  # key -> [priority, sequence, payload]
+        self._queued_by_droplet = {}  # droplet id -> {key: None}: the operator views' index
         self._heap = []  # (-priority, sequence, key); entries no longer in _queued are stale
         self._sequence = 0
         self._sent_times = deque()  # send times of the last `batch_size` queued starts
@@ -98,25 +99,27 @@ class Nudger:
         """When a start for (droplet, index) was last sent, or None if not remembered."""
         return self._last_sent.get((droplet_id, index))
 
-    def queued_starts(self):
-        """{droplet id: {index: priority}} of the starts waiting in the queue."""
-        queued = {}
-        for priority, _sequence, payload in self._queued.values():
-            indices = queued.setdefault(payload.get("droplet"), {})
+    def queued_starts(self, droplet_id):
+        """{index: priority} of the starts of one droplet waiting in the queue."""
+        indices = {}
+        for key in self._queued_by_droplet.get(droplet_id, ()):
+            priority, _sequence, payload = self._queued[key]
             for index in payload.get("indices") or ():
                 indices[index] = max(priority, indices.get(index, priority))
-        return queued
+        return indices
 
     def discard_pending(self):
         """Drop every queued start (shutdown); returns how many were dropped."""
         count = len(self._queued)
         self._queued.clear()
+        self._queued_by_droplet.clear()
         self._heap.clear()
         return count
 
     def _push(self, key, payload, priority):
         self._sequence += 1
         self._queued[key] = [priority, self._sequence, payload]
+        self._queued_by_droplet.setdefault(payload.get("droplet"), {})[key] = None
         heapq.heappush(self._heap, (-priority, self._sequence, key))
 
     def _pop(self):
@@ -126,8 +129,16 @@ class Nudger:
             entry = self._queued.get(key)
             if entry is not None and entry[1] == sequence:
                 del self._queued[key]
+                self._unindex(key, entry[2].get("droplet"))
                 return entry
         return None
+
+    def _unindex(self, key, droplet_id):
+        keys = self._queued_by_droplet.get(droplet_id)
+        if keys is not None:
+            keys.pop(key, None)
+            if not keys:
+                del self._queued_by_droplet[droplet_id]
 
     def _budget_left(self):
         times = self._sent_times

@@ -14,7 +14,7 @@ from twisted.web.server import NOT_DONE_YET
 from health_manager.web.responses import finish, json_body, send_json
 
 DEFAULT_LIMIT = 500
-MAX_LIMIT = 5000
+MAX_LIMIT = 2000
 SLICE_APPS = 2000
 SLICE_BUDGET = 0.010  # seconds of one reactor turn, half the 20 ms the issue allows
 _CHECK_EVERY = 64
@@ -65,7 +65,6 @@ class Scan:
         self._visit = visit
         self._slice_apps = slice_apps
         self._budget = budget
-        self._queued = view.queued_starts()
         self._cancelled = False
         self._call = None
         self.done = defer.Deferred(lambda _: self.cancel())
@@ -93,7 +92,7 @@ class Scan:
             droplet = droplets[position]
             position += 1
             if view.is_current(droplet) and not self._visit(
-                    view.app_summary(droplet, self._queued)):
+                    view.app_summary(droplet)):
                 self._finish(position if position < len(droplets) else None)
                 return
             if position % _CHECK_EVERY == 0 and seconds() - began >= self._budget:
@@ -147,8 +146,7 @@ class AppsApi:
         app = _arg(request, "app")
         if app is not None:
             droplet = self._view.get(app)
-            entries = [] if droplet is None else [
-                self._view.app_summary(droplet, self._view.queued_starts())]
+            entries = [] if droplet is None else [self._view.app_summary(droplet)]
             entries = [e for e in entries if not unhealthy or e["unhealthy"]]
             return send_json(request, {"summary": self._view.summary(), "apps": entries,
                                        "next": None, "limit": limit})

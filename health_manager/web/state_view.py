@@ -150,11 +150,8 @@ class StateView:
     def get(self, droplet_id):
         return self._registry.get(droplet_id)
 
-    def queued_starts(self):
-        return self._nudger.queued_starts()
-
-    def app_summary(self, droplet, queued):
-        """One /v1/apps entry; `queued` is queued_starts() taken once per page."""
+    def app_summary(self, droplet):
+        """One /v1/apps entry."""
         now = self.now()
         running = missing = crashed = flapping = 0
         first_down = None  # the first desired index not running: the reason is its reason
@@ -186,7 +183,7 @@ class StateView:
                 if record.starting_or_running and (
                         version != droplet.live_version or index >= wanted):
                     extra += 1
-        queued_indices = queued.get(droplet.id) or {}
+        queued_indices = self._nudger.queued_starts(droplet.id)
         unhealthy = bool(running < wanted or extra or flapping)
         return {
             "app": droplet.id,
@@ -222,8 +219,8 @@ class StateView:
         if droplet is None:
             return None
         now = self.now()
-        queued = self.queued_starts().get(droplet_id) or {}
-        summary = self.app_summary(droplet, {droplet_id: queued})
+        queued = self._nudger.queued_starts(droplet_id)
+        summary = self.app_summary(droplet)
         wanted = droplet.num_instances if droplet.state == STARTED else 0
         versions = {}
         live = droplet.versions.get(droplet.live_version)

@@ -26,7 +26,7 @@ class ReasonTests(SynchronousTestCase):
         self.rig.advance(18)
         self.assertEqual(self.slot(0)["reason"],
                          "waiting for actual-state freshness (12 s left)")
-        self.assertEqual(self.rig.view.app_summary(self.rig.registry.get("app-1"), {})[
+        self.assertEqual(self.rig.view.app_summary(self.rig.registry.get("app-1"))[
             "reason"], "index 0: waiting for actual-state freshness (12 s left)")
 
     def test_desired_state_stale(self):
@@ -68,7 +68,7 @@ class ReasonTests(SynchronousTestCase):
         self.assertEqual(slot["state"], FLAPPING)
         self.assertEqual(slot["next_restart_in"], 60.0)
         self.assertEqual(slot["reason"], "flapping: restart in 60 s (crash 2)")
-        self.assertEqual(rig.view.app_summary(rig.registry.get("app-1"), {})[
+        self.assertEqual(rig.view.app_summary(rig.registry.get("app-1"))[
             "next_restart_in"], 60.0)
 
     def test_start_sent_and_queued(self):
