@@ -57,7 +57,7 @@ def render_page(summary, health_ok, reasons, unhealthy, healthy, more_unhealthy,
         ("instances", _figure(summary["instances"])),
         ("running", _figure(summary["running"])),
         ("missing", _figure(summary["missing"])),
-        ("crashed", _figure(summary["crashed"])),
+        ("recent crashes", _figure(summary["crashed"])),
         ("flapping", _figure(summary["flapping"])),
         ("queue", _e(summary["queue_length"])),
     ]
