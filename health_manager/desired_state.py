@@ -265,6 +265,10 @@ class DesiredState:
         except CancelledError:
             raise
         except Exception as e:
+            if not self._bus.connected:
+                # The credentials come over NATS: without it there is no desired state.
+                raise BulkError(f"no bulk credentials on {subject}: NATS is not connected, "
+                                f"and the credentials come over NATS") from None
             raise BulkError(f"no bulk credentials on {subject}: {type(e).__name__}") from None
         try:
             reply = orjson.loads(replies[0].data)

@@ -16,6 +16,7 @@ from health_manager.actual_state import ActualState
 from health_manager.blackbox import BlackBoxDriver
 from health_manager.bus import NatsBus
 from health_manager.component import Component
+from health_manager.config import redact_uri
 from health_manager.desired_state import DesiredState
 from health_manager.freshness import ActualFreshness
 from health_manager.gc_policy import GcPolicy
@@ -93,6 +94,7 @@ class Manager(MultiService):
         self.gc_policy = GcPolicy()
         self.scheduler.at_interval(intervals.droplet_gc, self.gc_policy.sweep, "python_gc")
         self._started = None
+        self._waiting_for_nats = False
 
     def _apply_desired(self, app):
         self.registry.apply_desired(app, self.scheduler.now())
@@ -117,10 +119,22 @@ class Manager(MultiService):
         self.component.announce(self.status_server.host)
         self.harmonizer.prepare()
         self.scheduler.start()
+        if self.bus.connected:
+            self._log_started()
+        else:
+            # "started" only once it can work: until then, say what it waits for.
+            self._waiting_for_nats = True
+            self.log.info("health manager waiting for NATS at {url}",
+                          url=redact_uri(self.config.mbus))
+
+    def _log_started(self):
+        self._waiting_for_nats = False
         self.log.info("health manager started (black-box mode: {black_box})",
                       black_box=self.config.black_box_test_mode)
 
     def _connection_changed(self, connected):
+        if connected and self._waiting_for_nats:
+            self._log_started()
         if connected:
             # DEAs answer healthmanager.start with a heartbeat at once: no 10 s wait.
             self.bus.publish("healthmanager.start", b"{}")

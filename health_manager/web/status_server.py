@@ -16,6 +16,7 @@ import orjson
 import psutil
 from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -28,6 +29,10 @@ from health_manager.web.prometheus import render_metrics
 from health_manager.web.responses import send, send_json
 
 REALM = "health_manager"
+
+
+class StatusPortError(Exception):
+    """status.port cannot be listened on; the message names the key and the cause."""
 ALLOWED_METHODS = (b"GET", b"HEAD")
 
 # HM 2.0 published these varz keys with fixed values (PROTOCOL.md §6.2); kept so that
@@ -209,11 +214,26 @@ class StatusServer(Service):
         self.port = None
         self._listening = None
 
+    def privilegedStartService(self):
+        # Under twistd the port is bound here, before the reactor runs, so a busy port
+        # stops the start at once (tap.py turns it into one line and exit 1).
+        super().privilegedStartService()
+        self._listen()
+
     def startService(self):
         super().startService()
+        if self._listening is None:
+            self._listen()
+
+    def _listen(self):
         self.ip = self._choose_ip()
-        self._listening = self._reactor.listenTCP(self._config.status.port, self.site,
-                                                  interface=self.ip)
+        port = self._config.status.port
+        try:
+            self._listening = self._reactor.listenTCP(port, self.site, interface=self.ip)
+        except CannotListenError as e:
+            cause = getattr(e.socketError, "strerror", None) or str(e.socketError)
+            raise StatusPortError(f"config key 'status.port': cannot listen on "
+                                  f"{self.ip}:{port}: {cause}") from None
         self.port = self._listening.getHost().port
         self.log.info("status server listening on {host}", host=self.host)
 
