@@ -327,7 +327,8 @@ def _interval(name, key, value):
 def _check_nats_uri(uri, key="mbus"):
     parts = urlsplit(uri)
     if parts.scheme not in ("nats", "tls") or not parts.hostname:
-        raise ConfigError(key, f"must be a nats://[user:password@]host:port URI, got {redact_uri(uri)!r}")
+        raise ConfigError(key, "must be a nats://[user:password@]host:port URI, got "
+                               f"{redact_uri(uri)!r}")
     try:
         parts.port
     except ValueError:

@@ -201,3 +201,42 @@ class AppsApiTests(SynchronousTestCase):
         scan.cancel()
         self.assertEqual(self.rig.clock.getDelayedCalls(), [])
         d.addErrback(lambda f: None)
+
+
+class ReadOnlyTests(SynchronousTestCase):
+    def test_serving_changes_nothing(self):
+        """Serving every resource leaves the registry, the queue and the metrics as they
+        were: the view only reads."""
+        rig = ViewRig(intervals={"queue_batch_size": 1})
+        rig.desire("app-1", instances=3)
+        rig.desire("app-2", instances=1)
+        rig.heartbeat(rig.beat("g0", 0), rig.beat("old", 5, version="v0"))
+        rig.warm_up()
+        rig.analyze()
+        before = ([d.to_view() for d in rig.registry], len(rig.nudger),
+                  rig.metrics.varz(), rig.clock.getDelayedCalls())
+        for path in (b"/", b"/v1/apps", b"/v1/apps?unhealthy=1", b"/v1/apps/app-1",
+                     b"/v1/apps/app-2", b"/v1/apps/unknown", b"/metrics", b"/healthz"):
+            self.assertIn(rig.get(path)[0], (200, 404), path)
+        after = ([d.to_view() for d in rig.registry], len(rig.nudger),
+                 rig.metrics.varz(), rig.clock.getDelayedCalls())
+        self.assertEqual(after, before)
+
+
+class PageTests(SynchronousTestCase):
+    def test_page_escapes_and_orders(self):
+        """The page is HTML with the summary first, unhealthy apps before healthy ones,
+        every app id escaped, and a refresh."""
+        rig = ViewRig()
+        rig.desire("<b>bad</b>", instances=1)
+        rig.desire("fine", instances=1)
+        rig.heartbeat(rig.beat("g", 0, droplet="fine"))
+        code, headers, body = rig.get(b"/")
+        page = body.decode()
+        self.assertEqual((code, headers[b"content-type"]), (200, b"text/html; charset=utf-8"))
+        self.assertIn("&lt;b&gt;bad&lt;/b&gt;", page)
+        self.assertNotIn("<b>bad</b>", page)
+        self.assertLess(page.index('id="summary"'), page.index('id="unhealthy"'))
+        self.assertLess(page.index("&lt;b&gt;bad"), page.index('id="healthy"'))
+        self.assertLess(page.index('id="healthy"'), page.index("<td>fine</td>"))
+        self.assertIn('<meta http-equiv="refresh" content="5">', page)
