@@ -198,6 +198,11 @@ class NatsBus:
         self._stopping = False
         self._nuid = NUID()
 
+    @property
+    def failed_attempts(self):
+        """Connection attempts failed in the current outage (0 while connected)."""
+        return self._outage.failures
+
     # --- IMessageBus -----------------------------------------------------------------------
 
     def start(self):

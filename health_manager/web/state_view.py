@@ -10,10 +10,8 @@ any of them.
 import time
 
 from health_manager.constants import (
-    CRASHED, DOWN, FLAPPING, HIGH, LOW, NORMAL, RUNNING, STAGED, STARTED, STARTING)
-from health_manager.metrics import HealthFacts
-
-PRIORITY_NAMES = {HIGH: "evacuation", NORMAL: "missing", LOW: "crashed"}
+    CRASHED, DOWN, FLAPPING, RUNNING, STAGED, STARTED, STARTING)
+from health_manager.metrics import START_REASONS, HealthFacts
 
 
 def clock_time(seconds):
@@ -296,7 +294,7 @@ class StateView:
         if restart_in is not None:
             return f"flapping: restart in {restart_in:.0f} s (crash {crash_count})"
         if index in queued:
-            name = PRIORITY_NAMES.get(queued[index], "queued")
+            name = START_REASONS.get(queued[index], "queued")
             return f"start queued ({name}), waiting for the rate limit"
         sent = self._nudger.last_start_sent(droplet.id, index)
         lost = self._intervals.droplet_lost

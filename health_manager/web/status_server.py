@@ -12,7 +12,6 @@ import functools
 import hmac
 import os
 
-import orjson
 import psutil
 from twisted.application.service import Service
 from twisted.internet import defer
