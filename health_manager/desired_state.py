@@ -135,6 +135,11 @@ class DesiredState:
                 and self._scheduler.now() - self._last_success
                 <= self._config.intervals.desired_state_lost)
 
+    @property
+    def last_success(self):
+        """Scheduler time the last complete bulk pass ended, or None before the first."""
+        return self._last_success
+
     def refresh(self):
         waiter = Deferred()
         if self._stopped:
@@ -263,6 +268,10 @@ class DesiredState:
         except CancelledError:
             raise
         except Exception as e:
+            if not self._bus.connected:
+                # The credentials come over NATS: without it there is no desired state.
+                raise BulkError(f"no bulk credentials on {subject}: NATS is not connected, "
+                                f"and the credentials come over NATS") from None
             raise BulkError(f"no bulk credentials on {subject}: {type(e).__name__}") from None
         try:
             reply = orjson.loads(replies[0].data)

@@ -305,7 +305,7 @@ class Harmonizer:
             return
         self.log.info("queue start ({reason}): app_id={droplet} index={index}",
                       reason=reason, droplet=droplet.id, index=index)
-        self._nudger.queue_start((droplet.id, index), priority,
+        self._nudger.queue_start(droplet.id, index, priority,
                                  lambda: self._start_when_due(droplet, index, reason))
 
     def _start_when_due(self, droplet, index, reason):
@@ -342,4 +342,4 @@ class Harmonizer:
             "instances": instances,
             "running": running,
             "version": droplet.live_version,
-        })
+        }, reason=reason)

@@ -140,6 +140,7 @@ class SimulationRun:
             apps=args.apps, instances=args.instances, crashy=args.crashy,
             flapping=args.flapping, missing=args.missing, deas=args.deas,
             crash_period=args.crash_period)
+        self._out = out
         self.view = View(out, tty=not args.plain and out.isatty())
         self.nats = NatsServer(die_with_parent=True)
         self.exit_code = EXIT_FAILED
@@ -148,6 +149,7 @@ class SimulationRun:
         self.healed_at = None
         self.injected_crashes = self.injected_kills = self.evacuations = 0
         self.bus = self.foundation = self.manager = None
+        self.status_url = ""
         self._loops = []
         self._began = None
         self._finished = False
@@ -171,6 +173,11 @@ class SimulationRun:
                                  environ={})
         self.manager = Manager(config, self._reactor)
         self.manager.startService()
+        status = demo_config("", "")["status"]
+        self.status_url = (f"http://{status['user']}:{status['password']}@"
+                           f"{self.manager.status_server.host}/")
+        if not self.view.tty:
+            self._out.write(f"status page: {self.status_url}\n")
         self.foundation.populate()
         self._began = self._reactor.seconds()
         self.phase = "chaos"
@@ -249,7 +256,8 @@ class SimulationRun:
             hm_stops_sent=metrics.health_stop_messages_sent,
             hm_given_up=metrics.flapping_restarts_given_up,
             errors=self._errors.count,
-            heal_time=(None if self.healed_at is None else self.healed_at - self.calm_at))
+            heal_time=(None if self.healed_at is None else self.healed_at - self.calm_at),
+            status_url=self.status_url)
 
     # --- the end ---------------------------------------------------------------------------
 

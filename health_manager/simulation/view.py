@@ -26,6 +26,7 @@ class Progress:
     hm_given_up: int = 0
     errors: int = 0
     heal_time: float | None = None  # seconds from the end of the chaos to HEALED
+    status_url: str = ""  # the health manager's status page
 
 
 LEGEND = (
@@ -47,14 +48,14 @@ class View:
 
     def __init__(self, out, tty, plain_period=2.0):
         self._out = out
-        self._tty = tty
+        self.tty = tty
         self._plain_period = plain_period
         self._last_plain = None
         self._history = collections.deque()  # (time, heartbeats) within RATE_WINDOW
 
     def update(self, snapshot, progress):
         rate = self._heartbeat_rate(snapshot)
-        if self._tty:
+        if self.tty:
             self._out.write(CLEAR + render_panel(snapshot, progress, rate) + "\n")
             self._out.flush()
         elif self._last_plain is None or snapshot.at - self._last_plain >= self._plain_period:
@@ -103,6 +104,7 @@ def render_panel(s, p, rate):
         f"  CC         starts {s.starts_accepted} accepted / {s.starts_refused} refused, "
         f"stops {s.stops_accepted} accepted / {s.stops_refused} refused",
         f"  errors     {p.errors} logged",
+        f"  status     {p.status_url}  (the health manager's status page)",
         "",
         LEGEND,
         "",

@@ -15,9 +15,9 @@ def start(droplet, index=0, last_updated=100, running=None):
             "indices": [index], "running": running or {"v1": 0}, "flapping": False}
 
 
-def intent(droplet, index=0, **payload):
-    """A queue_start() key and builder for `droplet` and `index`."""
-    return (droplet, index), lambda: start(droplet, index, **payload)
+def builder(droplet, index=0, **payload):
+    """A queue_start() payload builder for `droplet` and `index`."""
+    return lambda: start(droplet, index, **payload)
 
 
 class NudgerTests(SynchronousTestCase):
@@ -31,8 +31,7 @@ class NudgerTests(SynchronousTestCase):
         return [p["droplet"] for p in self.bus.published_json("health.start")]
 
     def queue(self, droplet, priority, index=0, **payload):
-        key, build = intent(droplet, index, **payload)
-        self.nudger.queue_start(key, priority, build)
+        self.nudger.queue_start(droplet, index, priority, builder(droplet, index, **payload))
 
     def exhaust_budget(self):
         self.queue("warm-1", LOW)
@@ -83,7 +82,7 @@ class NudgerTests(SynchronousTestCase):
         its `running` is never stale (HM 2.0 queued finished payloads)."""
         self.exhaust_budget()
         running = {"v1": 0}
-        self.nudger.queue_start(("a", 0), LOW, lambda: start("a", running=dict(running)))
+        self.nudger.queue_start("a", 0, LOW, lambda: start("a", running=dict(running)))
         running["v1"] = 2
         self.clock.advance(1)
         self.nudger.drain()
@@ -94,7 +93,7 @@ class NudgerTests(SynchronousTestCase):
         """A queued start whose builder says it is no longer needed is not sent, and does
         not use the rate limit."""
         self.exhaust_budget()
-        self.nudger.queue_start(("gone", 0), HIGH, lambda: None)
+        self.nudger.queue_start("gone", 0, HIGH, lambda: None)
         self.queue("a", LOW)
         self.clock.advance(1)
         self.assertEqual(self.nudger.drain(), 1)
