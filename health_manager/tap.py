@@ -35,6 +35,9 @@ def install_asyncio_reactor():
     return reactor
 
 
+_TWISTD_DEFAULT_PIDFILE = "twistd.pid"
+
+
 class Options(usage.Options):
     synopsis = "[-c FILE]"
     optParameters = [
@@ -57,7 +60,10 @@ class Options(usage.Options):
             raise SystemExit(1) from None
         self.reactor = install_asyncio_reactor()
         parent = getattr(self, "parent", None)
-        if parent is not None and self.config.pid and not parent.get("pidfile"):
+        # The `pid` key applies unless --pidfile was given: twistd's default is
+        # "twistd.pid" (made absolute only after this runs), so that value means "not given".
+        if parent is not None and self.config.pid \
+                and parent.get("pidfile") in (None, _TWISTD_DEFAULT_PIDFILE):
             parent["pidfile"] = self.config.pid
 
 

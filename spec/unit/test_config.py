@@ -126,6 +126,15 @@ class WarningTests(SynchronousTestCase):
         self.assertEqual(warnings, [
             "config key 'intervals.postpone_update' has no effect (HM 2.0 did not use it either)"])
 
+    def test_cf_release_job_keys_warn_that_they_have_no_effect(self):
+        """health_manager_next's expected_state_update / restart_timeout / stable_state are
+        named as having no effect, not as unknown."""
+        _, warnings = build(intervals={"expected_state_update": 60, "restart_timeout": 20,
+                                       "stable_state": 60})
+        self.assertEqual(sorted(warnings), [
+            f"config key 'intervals.{key}' has no effect (HM 2.0 did not use it either)"
+            for key in ("expected_state_update", "restart_timeout", "stable_state")])
+
 
 class FailureTests(SynchronousTestCase):
     def assertFailsNaming(self, key, raw=None, environ=None, **overrides):
