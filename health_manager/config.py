@@ -38,7 +38,7 @@ class Intervals:
     two differ the field says so."""
 
     # cf-release's template writes `expected_state_update` (default 60), which HM 2.0
-    # never read; here it warns "did you mean 'desired_state_update'?".
+    # never read, so this stays 60 there; it is warned about as having no effect.
     desired_state_update: float = 60
     desired_state_lost: float = 180
     droplet_lost: float = 30
@@ -115,8 +115,10 @@ _TIMER_PERIODS = {
     "bulk_credentials_timeout", "bulk_request_timeout",
 }
 _NEGATIVE_ALLOWED = {"giveup_crash_number"}
-# HM 2.0 read these but never used them; a warning says so instead of silence.
-_UNUSED_INTERVALS = {"analysis_delay", "postpone_update", "run_loop_interval"}
+# HM 2.0 read the first three but never used them; cf-release's health_manager_next job
+# wrote the last three, which HM 2.0 never read. A warning says so instead of silence.
+_UNUSED_INTERVALS = {"analysis_delay", "postpone_update", "run_loop_interval",
+                     "expected_state_update", "restart_timeout", "stable_state"}
 
 _TOP_LEVEL_KEYS = {
     "mbus", "local_route", "logging", "pid", "index", "bulk_api", "status", "cc_partition",
