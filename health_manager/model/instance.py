@@ -64,11 +64,7 @@ class AppInstance:
                 if self.duplicates is not None and guid in self.duplicates:
                     first = self.duplicates[guid][2]
                     self._forget_duplicate(guid)
-                self.guid = guid
-                self.since = first
-                self.last_heartbeat_time = now
-                self.state = state
-                self.state_timestamp = state_timestamp
+                self._hold(guid, now, state, first, state_timestamp)
                 return None
             duplicates = self.duplicates
             if duplicates is None:
@@ -189,20 +185,21 @@ class AppInstance:
         guid, (seen, state, first) = max(self.duplicates.items(),
                                          key=lambda item: (item[1][0], _reverse(item[0])))
         self._forget_duplicate(guid)
-        self.guid = guid
-        self.since = first
-        self.last_heartbeat_time = seen
-        self.state = state
-        self.state_timestamp = now
+        self._hold(guid, seen, state, first, now)
 
     def _swap_primary(self, guid):
         """`guid`, a duplicate, becomes the primary; the primary becomes a duplicate."""
         seen, state, first = self.duplicates.pop(guid)
         self.duplicates[self.guid] = [self.last_heartbeat_time, self.state, self.since]
+        self._hold(guid, seen, state, first, self.state_timestamp)
+
+    def _hold(self, guid, seen, state, since, state_timestamp):
+        """`guid` becomes the slot's primary, heard at `seen` and first heard at `since`."""
         self.guid = guid
-        self.since = first
+        self.since = since
         self.last_heartbeat_time = seen
         self.state = state
+        self.state_timestamp = state_timestamp
 
     def _forget_duplicate(self, guid):
         del self.duplicates[guid]
