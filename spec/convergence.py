@@ -419,12 +419,21 @@ class ConvergenceRun:
             for version, index, instance, state in instances:
                 if version == app.version and index < wanted and state == RUNNING:
                     running.setdefault(index, []).append(instance)
-            missing = [i for i in range(wanted)
-                       if i not in running and not self.given_up(app, i)]
+            given_up = [i for i in range(wanted)
+                        if i not in running and self.given_up(app, i)]
+            missing = [i for i in range(wanted) if i not in running and i not in given_up]
             duplicated = {i: g for i, g in running.items() if len(g) > 1}
             unwanted = [(v, i, g) for v, i, g, s in instances
                         if v != app.version or i >= wanted]
-            if missing or duplicated or unwanted:
+            if given_up:
+                # The CC refuses any stop that leaves a STARTED app below its desired count
+                # (§3.2), so with an index down for good the surplus can only go down to
+                # that count, and old versions are kept as capacity.
+                current = sum(1 for v, _, _, _ in instances if v == app.version)
+                if missing or current > wanted:
+                    problems.append((guid, f"missing {missing} with {given_up} given up, "
+                                           f"{current} live for {wanted} wanted"))
+            elif missing or duplicated or unwanted:
                 problems.append((guid, f"missing {missing} duplicated {duplicated} "
                                        f"unwanted {unwanted}"))
         return problems

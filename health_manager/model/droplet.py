@@ -183,10 +183,11 @@ class Droplet:
           in, and could stop a wanted index while keeping an extra one (§5.8, §5.13).
         - Duplicates: every instance on a wanted index but its primary (the stable choice,
           model/instance.py), once that primary is proven alive.
-        - For a STARTED app nothing is stopped until every wanted index is held by a
-          proven RUNNING primary: before that the CC refuses a live-version stop (remaining <
-          desired), and stopping an old version would lower the app's capacity. The missing
-          starts come first; the stops follow once the starts have come up.
+        - For a STARTED app, until every wanted index is held by a proven RUNNING primary,
+          only the surplus above the desired count goes (`_within_floor`): the CC refuses a
+          stop leaving fewer (remaining < desired), and stopping an old version would lower
+          the app's capacity. So the missing starts come first, and the rest of the stops
+          follow once the starts have come up.
         - An old-version stop needs a live-version instance running (§3.2).
         """
         live = self.live_version
@@ -226,11 +227,36 @@ class Droplet:
         if not stops:
             return stops, counts, 0
         if started and not self._all_wanted_running(now, droplet_lost):
-            return {}, counts, len(stops)
+            allowed = self._within_floor(stops, counts.get(live, 0), now, droplet_lost)
+            return allowed, counts, len(stops) - len(allowed)
         if counts.get(live, 0) <= 0:
             allowed = {guid: entry for guid, entry in stops.items() if entry[0] == live}
             return allowed, counts, len(stops) - len(allowed)
         return stops, counts, 0
+
+    def _within_floor(self, stops, live_count, now, droplet_lost):
+        """While a wanted index is not running: the live-version stops that keep at least
+        the desired count of live instances (the CC's floor, §3.2), in guid order. Only
+        once every held wanted index has a proven primary, so that no instance is stopped
+        in favour of one that may be gone. This lets surplus instances go even when an
+        index stays down for good (given up): the CC would refuse more, and old versions
+        are kept, as capacity, until every wanted index runs."""
+        instances = self.versions.get(self.live_version) or {}
+        for index in range(self.num_instances):
+            record = instances.get(index)
+            if (record is not None and record.live_guids(now, droplet_lost)
+                    and not record.is_proven(now, droplet_lost)):
+                return {}
+        budget = live_count - self.num_instances
+        live = self.live_version
+        allowed = {}
+        for guid in sorted(stops):
+            if budget <= 0:
+                break
+            if stops[guid][0] == live:
+                allowed[guid] = stops[guid]
+                budget -= 1
+        return allowed
 
     def _all_wanted_running(self, now, droplet_lost):
         instances = self.versions.get(self.live_version) or {}

@@ -228,16 +228,23 @@ class DropletTests(SynchronousTestCase):
                          ({"g2": ("v1", "Extra instance")}, {"v1": 3}, 0))
 
     def test_stops_wait_until_every_wanted_index_runs(self):
-        """While a wanted index is missing, neither a duplicate nor an extra is stopped: the
-        CC would refuse (remaining < desired), and the missing start goes first."""
-        self.proven(("g0", 0, "v1"), ("dup", 0, "v1"), ("g2", 2, "v1"), now=40)
-        self.assertEqual(self.droplet.plan_stops(40, DROPLET_LOST),
-                         ({}, {"v1": 3}, 2))
+        """While a wanted index is missing and nothing is surplus, a duplicate is not
+        stopped: the CC would refuse (remaining < desired), and the missing start goes
+        first. Once every index runs, the duplicate and the extra go together."""
+        self.proven(("g0", 0, "v1"), ("dup", 0, "v1"), now=40)
+        self.assertEqual(self.droplet.plan_stops(40, DROPLET_LOST), ({}, {"v1": 2}, 1))
         self.proven(("g0", 0, "v1"), ("dup", 0, "v1"), ("g1", 1, "v1"), ("g2", 2, "v1"),
                     now=80)
         stops, running, _ = self.droplet.plan_stops(80, DROPLET_LOST)
         self.assertEqual((stops, running), ({"dup": ("v1", "Instance mismatch"),
                                              "g2": ("v1", "Extra instance")}, {"v1": 4}))
+
+    def test_surplus_goes_down_to_the_desired_count_while_an_index_is_down(self):
+        """With a wanted index down (perhaps given up for good), instances above the
+        desired count are still stopped, one fewer than would take the app below it."""
+        self.proven(("g0", 0, "v1"), ("dup", 0, "v1"), ("g2", 2, "v1"), now=40)
+        self.assertEqual(self.droplet.plan_stops(40, DROPLET_LOST),
+                         ({"dup": ("v1", "Instance mismatch")}, {"v1": 3}, 1))
 
     def test_old_version_stopped_and_table_dropped(self):
         """Instances of a non-live version are stopped once the live version runs; a dead
