@@ -332,7 +332,7 @@ def _check_nats_uri(uri, key="mbus"):
         raise ConfigError(key, "must be a nats://[user:password@]host:port URI, got "
                                f"{redact_uri(uri)!r}")
     try:
-        parts.port
+        _ = parts.port  # urlsplit checks the port only when .port is read
     except ValueError:
         raise ConfigError(key, f"has an invalid port: {redact_uri(uri)!r}") from None
 

@@ -125,7 +125,7 @@ def table(header, rows):
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = []
     for row in [header] + rows:
-        cells = [c.ljust(w) for c, w in zip(row[:-1], widths)] + [row[-1]]
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)] + [row[-1]]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 

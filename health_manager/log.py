@@ -6,12 +6,12 @@ import sys
 import syslog
 
 from twisted.logger import (
-    ILogObserver,
     FilteringLogObserver,
+    ILogObserver,
     LegacyLogObserverWrapper,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
-    Logger,
     jsonFileLogObserver,
     textFileLogObserver,
 )

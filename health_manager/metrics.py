@@ -74,7 +74,7 @@ class Histogram:
         """[(upper bound, cumulative count)] ending with +Inf."""
         total = 0
         buckets = []
-        for bound, count in zip(self.bounds, self.counts):
+        for bound, count in zip(self.bounds, self.counts, strict=True):
             total += count
             buckets.append((bound, total))
         buckets.append((math.inf, self.count))

@@ -1,7 +1,14 @@
 """One droplet (app): its desired state from the CC and its instance slots as heard."""
 
 from health_manager.constants import (
-    CRASHED, DOWN, FLAPPING, RUNNING, STAGED, STARTED, STARTING, STOPPED,
+    CRASHED,
+    DOWN,
+    FLAPPING,
+    RUNNING,
+    STAGED,
+    STARTED,
+    STARTING,
+    STOPPED,
 )
 from health_manager.model.instance import AppInstance
 

@@ -12,8 +12,14 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from health_manager.constants import (
-    CRASHED, EXIT_CRASHED, EXIT_DEA_EVACUATION, EXIT_DEA_SHUTDOWN, EXIT_STOPPED, RUNNING,
-    STARTING)
+    CRASHED,
+    EXIT_CRASHED,
+    EXIT_DEA_EVACUATION,
+    EXIT_DEA_SHUTDOWN,
+    EXIT_STOPPED,
+    RUNNING,
+    STARTING,
+)
 
 CRASH_ON_START = {"crash": "on_start"}
 

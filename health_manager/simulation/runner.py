@@ -17,8 +17,13 @@ import sys
 
 from twisted.internet import defer, task
 from twisted.logger import (
-    FilteringLogObserver, LogLevel, LogLevelFilterPredicate, Logger, globalLogBeginner,
-    textFileLogObserver)
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
 
 from health_manager.bus import NatsBus
 from health_manager.config import build_config

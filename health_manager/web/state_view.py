@@ -9,8 +9,7 @@ any of them.
 
 import time
 
-from health_manager.constants import (
-    CRASHED, DOWN, FLAPPING, RUNNING, STAGED, STARTED, STARTING)
+from health_manager.constants import CRASHED, DOWN, FLAPPING, RUNNING, STAGED, STARTED, STARTING
 from health_manager.metrics import START_REASONS, HealthFacts
 
 
