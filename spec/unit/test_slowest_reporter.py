@@ -6,7 +6,7 @@ from twisted.plugin import getPlugins
 from twisted.trial.itrial import IReporter
 from twisted.trial.unittest import SynchronousTestCase, TestSuite
 
-from health_manager.testing.slowest import SlowestTestsReporter
+from health_manager.testing.slowest import SlowestTestsReporter, dispatched_durations
 
 # How long each sample test takes, in fake seconds.
 DURATIONS = {"test_a": 1.0, "test_b": 3.0, "test_c": 2.0}
@@ -65,3 +65,34 @@ class SlowestReporterTests(SynchronousTestCase):
         found = [p for p in getPlugins(IReporter) if p.longOpt == "slowest"]
         self.assertEqual([(p.module, p.klass) for p in found],
                          [("health_manager.testing.slowest", "SlowestTestsReporter")])
+
+
+class DispatchedDurationsTests(SynchronousTestCase):
+    def test_two_workers(self):
+        """Under -j2, a test's time runs from the end of the result two before it (in
+        name order) to its own end."""
+        # Handed out in name order to whichever worker is free: a 0-5 and d 5-7 on one,
+        # b 0-2, c 2-6 and e 6-9 on the other.
+        ends = [(2, "b"), (5, "a"), (6, "c"), (7, "d"), (9, "e")]
+        self.assertEqual(dispatched_durations(0, ends),
+                         {"a": 5, "b": 2, "c": 4, "d": 2, "e": 3})
+
+    def test_serial_order(self):
+        """Tests that ended in name order one after another take the gaps between ends."""
+        self.assertEqual(dispatched_durations(10, [(11, "a"), (14, "b")]), {"a": 1, "b": 3})
+
+    def test_replayed_run_reports_inferred_times(self):
+        """A reporter that saw every start replayed at its test's end (DistReporter) lists
+        the inferred times instead."""
+        stream = io.StringIO()
+        clock = [0.0]
+        reporter = SlowestTestsReporter(stream, clock=lambda: clock[0])
+        for end, name in [(2, "test_b"), (5, "test_a"), (6, "test_c")]:
+            clock[0] = end
+            test = sample_tests([name], [0.0])[0]
+            reporter.startTest(test)
+            reporter.addSuccess(test)
+            reporter.stopTest(test)
+        self.assertEqual([(seconds, name.rsplit(".", 1)[1])
+                          for seconds, name in reporter.slowest()],
+                         [(5, "test_a"), (4, "test_c"), (2, "test_b")])
