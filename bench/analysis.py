@@ -10,9 +10,7 @@ CPU time of the pass, the longest single slice, and the longest reactor stall.
 import sys
 import time
 
-from bench.common import (
-    StallMonitor, cpu_time, emit, install_asyncio_reactor, median, run_child,
-)
+from bench.common import StallMonitor, cpu_time, emit, install_asyncio_reactor, median, run_child
 from bench.workload import Core, Fleet, bench_config
 
 DROPLET_LOST = 30
@@ -69,9 +67,8 @@ def populate(core, fleet, clock):
 
 def child(instances):
     reactor = install_asyncio_reactor()
-    from health_manager.testing.bus import InMemoryBus
-
     from health_manager.gc_policy import GcPolicy
+    from health_manager.testing.bus import InMemoryBus
 
     GcPolicy().install()  # as the Manager does at start
     clock = SteppedClock(reactor)

@@ -15,7 +15,13 @@ import sys
 import time
 
 from bench.common import (
-    StallMonitor, cpu_time, emit, install_asyncio_reactor, median, run_child, spawn_child,
+    StallMonitor,
+    cpu_time,
+    emit,
+    install_asyncio_reactor,
+    median,
+    run_child,
+    spawn_child,
 )
 
 

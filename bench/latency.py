@@ -21,7 +21,12 @@ import orjson
 from bench.common import median, percentile, reap, spawn_child
 from bench.ingest import _control, _wait_ready
 from bench.workload import (
-    ENTRIES_PER_HEARTBEAT, PROBE_BASE, bench_config, guid, probe_id, probe_version,
+    ENTRIES_PER_HEARTBEAT,
+    PROBE_BASE,
+    bench_config,
+    guid,
+    probe_id,
+    probe_version,
 )
 from health_manager.simulation.nats_server import NatsServer
 

@@ -148,7 +148,7 @@ def plot(results, path):
         return None
     figure, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.2))
     for axis, (name, title, size_key, value) in zip(
-            axes if len(shown) > 1 else [axes], shown):
+            axes if len(shown) > 1 else [axes], shown, strict=True):
         rows = results[name]
         axis.plot([r[size_key] for r in rows], [value(r) for r in rows], marker="o")
         axis.set_xscale("log")

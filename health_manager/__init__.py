@@ -1,3 +1,3 @@
 """Cloud Foundry Health Manager 2.0, reimplemented on Twisted."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -12,10 +12,16 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from health_manager.constants import (
-    EXIT_CRASHED, EXIT_DEA_EVACUATION, EXIT_DEA_SHUTDOWN, EXIT_STOPPED,
+    EXIT_CRASHED,
+    EXIT_DEA_EVACUATION,
+    EXIT_DEA_SHUTDOWN,
+    EXIT_STOPPED,
 )
 from health_manager.model.heartbeat import (
-    decode_heartbeats, is_index, is_number, parse_heartbeat_entry,
+    decode_heartbeats,
+    is_index,
+    is_number,
+    parse_heartbeat_entry,
 )
 
 HEARTBEAT = "dea.heartbeat"

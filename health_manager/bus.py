@@ -80,7 +80,8 @@ class ReplyGatherer:
     """
 
     def __init__(self, bus, clock, max_replies, timeout):
-        self.result = defer.Deferred(lambda _: self._finish())
+        self.result: defer.Deferred[list[BusMessage]] = defer.Deferred(
+            lambda _: self._finish())
         self._bus = bus
         self._clock = clock
         self._max_replies = max_replies
@@ -189,7 +190,8 @@ class NatsBus:
         self._listeners = []
         self._subscriptions = []
         self._early_publications = []
-        self._outbox = collections.deque()
+        # (subject, payload, reply subject or "")
+        self._outbox: collections.deque[tuple[str, bytes, str]] = collections.deque()
         self._sender = None
         self._early_bytes = 0
         self._client = None
@@ -324,7 +326,7 @@ class NatsBus:
             self._connect_task = self._loop.create_task(self._connect_forever())
         return on_closed
 
-    def _error_callback(self, client):
+    def _error_callback(self, client: nats.aio.client.Client):
         async def on_error(error):
             # Errors of a replaced client, or while stopping, are no news.
             if client is not self._client or self._stopping:

@@ -7,16 +7,22 @@ Invalid values raise ConfigError naming the key; unknown keys become warnings.
 import difflib
 import os
 import secrets
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 import yaml
 
+# A mapping as YAML gives it: keys are strings, values anything.
+RawMapping = dict[str, Any]
+TokenHex = Callable[[int], str]
+
 
 class ConfigError(Exception):
     """A configuration value that the health manager cannot run with."""
 
-    def __init__(self, key, problem):
+    def __init__(self, key: str, problem: str) -> None:
         if key.startswith("--"):
             where = key
         elif key.isupper():
@@ -100,10 +106,10 @@ class Config:
     # Extension: heartbeats carrying more entries than this are rejected whole.
     max_heartbeat_entries: int = 10_000
     # The raw mapping as read (after overrides), for /varz with secrets removed.
-    raw: dict = attrs.field(factory=dict, eq=False, repr=False)
+    raw: RawMapping = attrs.field(factory=dict, eq=False, repr=False)
 
     @property
-    def bulk_credentials_subject(self):
+    def bulk_credentials_subject(self) -> str:
         return f"cloudcontroller.bulk.credentials.{self.cc_partition}"
 
 
@@ -127,7 +133,8 @@ _TOP_LEVEL_KEYS = {
 }
 
 
-def load_config(path, environ=None, token_hex=secrets.token_hex):
+def load_config(path: str, environ: Mapping[str, str] | None = None,
+                token_hex: TokenHex = secrets.token_hex) -> tuple[Config, list[str]]:
     """Read `path` and return (Config, warnings). Raises ConfigError for anything invalid."""
     try:
         with open(path, "rb") as f:
@@ -145,9 +152,10 @@ def load_config(path, environ=None, token_hex=secrets.token_hex):
     return build_config(raw, os.environ if environ is None else environ, token_hex)
 
 
-def build_config(raw, environ, token_hex=secrets.token_hex):
+def build_config(raw: Mapping[str, Any], environ: Mapping[str, str],
+                 token_hex: TokenHex = secrets.token_hex) -> tuple[Config, list[str]]:
     """Validate a mapping as read from YAML; returns (Config, warnings)."""
-    warnings = []
+    warnings: list[str] = []
     raw = dict(raw)
     if environ.get("MBUS_URI"):
         raw["mbus"] = environ["MBUS_URI"]
@@ -164,7 +172,7 @@ def build_config(raw, environ, token_hex=secrets.token_hex):
     _check_nats_uri(mbus, "MBUS_URI" if environ.get("MBUS_URI") else "mbus")
 
     intervals_raw = _section(raw, "intervals")
-    intervals = {}
+    interval_values: dict[str, Any] = {}  # int for a count, float for a period: _interval
     known_intervals = {f.name for f in attrs.fields(Intervals)}
     for key, value in intervals_raw.items():
         name = f"intervals.{key}"
@@ -173,8 +181,8 @@ def build_config(raw, environ, token_hex=secrets.token_hex):
         elif key not in known_intervals:
             warnings.append(_unknown(name, key, known_intervals))
         elif value is not None:
-            intervals[key] = _interval(name, key, value)
-    intervals = Intervals(**intervals)
+            interval_values[key] = _interval(name, key, value)
+    intervals = Intervals(**interval_values)
     if not isinstance(intervals.min_restart_delay, int):
         raise ConfigError("intervals.min_restart_delay", "must be a whole number of seconds")
 
@@ -240,15 +248,15 @@ def build_config(raw, environ, token_hex=secrets.token_hex):
     return config, warnings
 
 
-def _one_line(error):
+def _one_line(error: object) -> str:
     return " ".join(str(error).split())
 
 
-def _kind(value):
+def _kind(value: object) -> str:
     return type(value).__name__
 
 
-def _section(raw, key):
+def _section(raw: Mapping[str, Any], key: str) -> RawMapping:
     value = raw.get(key)
     if value is None:
         return {}
@@ -257,20 +265,21 @@ def _section(raw, key):
     return value
 
 
-def _warn_unknown(section, prefix, known, warnings):
+def _warn_unknown(section: Mapping[str, Any], prefix: str | None, known: set[str],
+                  warnings: list[str]) -> None:
     for key in section:
         if key not in known:
             warnings.append(_unknown(key if prefix is None else f"{prefix}.{key}", key, known))
 
 
-def _unknown(name, key, known):
+def _unknown(name: str, key: object, known: set[str]) -> str:
     """The warning for an unknown key, with the closest known key as a hint."""
     warning = f"unknown config key {name!r} ignored"
     close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
     return f"{warning} (did you mean {close[0]!r}?)" if close else warning
 
 
-def _required_str(section, key, name=None):
+def _required_str(section: Mapping[str, Any], key: str, name: str | None = None) -> str:
     name = name or key
     value = section.get(key)
     if value is None:
@@ -280,7 +289,7 @@ def _required_str(section, key, name=None):
     return value.strip()
 
 
-def _optional_str(section, key, name):
+def _optional_str(section: Mapping[str, Any], key: str, name: str) -> str | None:
     value = section.get(key)
     if value is None:
         return None
@@ -289,7 +298,7 @@ def _optional_str(section, key, name):
     return str(value)
 
 
-def _bool(section, key, name):
+def _bool(section: Mapping[str, Any], key: str, name: str) -> bool:
     value = section.get(key)
     if value is None:
         return False
@@ -298,7 +307,8 @@ def _bool(section, key, name):
     return value
 
 
-def _int(section, key, name, default, minimum=None, numeric_string=False):
+def _int(section: Mapping[str, Any], key: str, name: str, default: int,
+         minimum: int | None = None, numeric_string: bool = False) -> int:
     value = section.get(key)
     if value is None:
         return default
@@ -311,7 +321,7 @@ def _int(section, key, name, default, minimum=None, numeric_string=False):
     return value
 
 
-def _interval(name, key, value):
+def _interval(name: str, key: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         kind = "a whole number" if key in _COUNT_INTERVALS else "a number of seconds"
         raise ConfigError(name, f"must be {kind}, got {value!r}")
@@ -326,18 +336,18 @@ def _interval(name, key, value):
     return value
 
 
-def _check_nats_uri(uri, key="mbus"):
+def _check_nats_uri(uri: str, key: str = "mbus") -> None:
     parts = urlsplit(uri)
     if parts.scheme not in ("nats", "tls") or not parts.hostname:
         raise ConfigError(key, "must be a nats://[user:password@]host:port URI, got "
                                f"{redact_uri(uri)!r}")
     try:
-        parts.port
+        _ = parts.port  # urlsplit checks the port only when .port is read
     except ValueError:
         raise ConfigError(key, f"has an invalid port: {redact_uri(uri)!r}") from None
 
 
-def redact_uri(uri):
+def redact_uri(uri: str) -> str:
     """The URI with any password replaced, safe for logs and errors."""
     parts = urlsplit(uri)
     if parts.password is None:
@@ -350,7 +360,7 @@ _SECRET_KEYS = {"mbus", "service_mbus", "keys", "database_environment", "passwor
                 "token", "health_manager_component_registry"}
 
 
-def redacted(raw):
+def redacted(raw: Any) -> Any:
     """The config mapping with every secret key removed at any depth (as VCAP::Component)."""
     if isinstance(raw, dict):
         return {k: redacted(v) for k, v in raw.items() if k not in _SECRET_KEYS}

@@ -141,7 +141,7 @@ class DesiredState:
         return self._last_success
 
     def refresh(self):
-        waiter = Deferred()
+        waiter: Deferred[None] = Deferred()
         if self._stopped:
             waiter.callback(None)
             return waiter
@@ -174,7 +174,7 @@ class DesiredState:
     async def _walk(self, totals):
         credentials = await self._get_credentials()
         await self._fetch_user_count(credentials)
-        token = {}
+        token: dict[str, object] = {}
         while True:
             query = urlencode({"batch_size": self._config.bulk_api.batch_size,
                                "bulk_token": orjson.dumps(token).decode()})
@@ -338,7 +338,7 @@ class DesiredState:
 
     def _retry_now(self):
         self._retry = None
-        waiter = Deferred()
+        waiter: Deferred[None] = Deferred()
         self._start_pass([waiter])
         return waiter
 

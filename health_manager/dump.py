@@ -47,7 +47,7 @@ def parse_args(argv, environ):
     return parser.parse_args(argv)
 
 
-def endpoint(args, environ, route_ip=local_ip):
+def endpoint(args, environ, route_ip=local_ip) -> tuple[str, str, str]:
     """(base URL, user, password) from the flags, completed from the config file."""
     url, user, password = args.url, args.user, args.password
     if url is None or user is None or password is None:
@@ -125,7 +125,7 @@ def table(header, rows):
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = []
     for row in [header] + rows:
-        cells = [c.ljust(w) for c, w in zip(row[:-1], widths)] + [row[-1]]
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)] + [row[-1]]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 

@@ -37,7 +37,7 @@ class _AnalysisPass:
         self.position = 0
         self.started = started
         self.totals = RealtimeTotals()
-        self.done = defer.Deferred()
+        self.done: defer.Deferred[None] = defer.Deferred()
 
 
 class Harmonizer:

@@ -1,6 +1,10 @@
 """Interfaces with more than one provider: the message bus (NATS and in-memory)."""
 
+from collections.abc import Callable
+from typing import Any
+
 import attrs
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 
@@ -20,7 +24,7 @@ class RequestTimeout(Exception):
 class ISubscription(Interface):
     subject = Attribute("The subject subscribed to.")
 
-    def unsubscribe():
+    def unsubscribe() -> Deferred[Any]:
         """Stop delivery. Returns a Deferred that fires once unsubscribed."""
 
 
@@ -33,32 +37,34 @@ class IMessageBus(Interface):
 
     connected = Attribute("True while a server connection is up.")
 
-    def start():
+    def start() -> Deferred[Any]:
         """Begin connecting (retrying forever). Returns a Deferred that fires at once; the
         connection state is reported to connection listeners."""
 
-    def stop():
+    def stop() -> Deferred[Any]:
         """Drain subscriptions and pending publications, then close. Returns a Deferred."""
 
-    def publish(subject, data, reply=None):
+    def publish(subject: str, data: bytes, reply: str | None = None) -> None:
         """Queue `data` (bytes) for `subject`. Never raises for a lost connection: the
         client buffers while reconnecting."""
 
-    def subscribe(subject, callback, queue=None):
+    def subscribe(subject: str, callback: Callable[[BusMessage], object],
+                  queue: str | None = None) -> Deferred[ISubscription]:
         """Call `callback(BusMessage)` for every message on `subject` (optionally in a queue
         group). Returns a Deferred firing with an ISubscription."""
 
-    def request(subject, data=b"", timeout=5.0, max_replies=1):
+    def request(subject: str, data: bytes = b"", timeout: float = 5.0,
+                max_replies: int = 1) -> Deferred[list[BusMessage]]:
         """Publish `data` with a fresh reply inbox and collect up to `max_replies` replies.
 
         Fires with the list of BusMessage replies once `max_replies` arrived, or with the
         replies so far when `timeout` seconds pass; fails with RequestTimeout when none came.
         """
 
-    def flush(timeout=5.0):
+    def flush(timeout: float = 5.0) -> Deferred[Any]:
         """Fire once every publication made so far has reached the server (a round trip)."""
 
-    def add_connection_listener(callback):
+    def add_connection_listener(callback: Callable[[bool], object]) -> None:
         """Call `callback(connected: bool)` on every change of the connection state."""
 
 
@@ -68,12 +74,12 @@ class IDesiredState(Interface):
     available = Attribute("True after a complete bulk pass succeeded, until a pass fails.")
     last_success = Attribute("Scheduler time the last complete bulk pass ended, or None.")
 
-    def is_fresh():
+    def is_fresh() -> bool:
         """True when available and a complete bulk pass finished within
         `intervals.desired_state_lost` seconds: only then may the policy stop extra apps,
         start missing instances or garbage-collect droplets."""
 
-    def refresh():
+    def refresh() -> Deferred[None]:
         """Fetch user counts and every /bulk/apps page, applying each valid app entry.
         Overlapping calls are merged: while a pass runs, further calls share one follow-up
         pass. Returns a Deferred that fires (never fails) when the pass it joined ends."""
@@ -91,5 +97,5 @@ class ILeadership(Interface):
     epoch = Attribute("The fencing epoch of the lease held or last seen, or None.")
     transitions = Attribute("How many times this HM's role changed.")
 
-    def is_acting():
+    def is_acting() -> bool:
         """True only while this HM may publish starts and stops right now."""

@@ -4,14 +4,15 @@ the local syslog under the `logging.syslog` program name (as HM 2.0's steno did)
 import logging
 import sys
 import syslog
+from typing import IO
 
 from twisted.logger import (
-    ILogObserver,
     FilteringLogObserver,
+    ILogObserver,
     LegacyLogObserverWrapper,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
-    Logger,
     jsonFileLogObserver,
     textFileLogObserver,
 )
@@ -51,13 +52,15 @@ def make_observer(logging_config, stdout=None, also=(), syslog_observer=SyslogOb
     """
     level = twisted_level(logging_config.level)
     if logging_config.file:
-        out = open(logging_config.file, "a", encoding="utf-8")
+        out: IO[str] = open(logging_config.file, "a", encoding="utf-8")
     else:
         out = stdout or sys.stdout
+    sink: ILogObserver
     if level is None:
         sink = _Silence()
     else:
-        sinks = [jsonFileLogObserver(out) if logging_config.json else textFileLogObserver(out)]
+        sinks: list[ILogObserver] = [
+            jsonFileLogObserver(out) if logging_config.json else textFileLogObserver(out)]
         if logging_config.syslog:
             # Twisted's syslog observer, under the configured program name (the `ident`).
             sinks.append(_SyslogSink(syslog_observer(logging_config.syslog)))

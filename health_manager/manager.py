@@ -6,11 +6,11 @@ Stop order is the reverse, bounded so SIGTERM/SIGINT exit within 5 seconds.
 The Manager also installs the process's garbage-collection policy (gc_policy.py).
 """
 
+from treq.client import HTTPClient
 from twisted.application.service import MultiService
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
-from treq.client import HTTPClient
 
 from health_manager.actual_state import ActualState
 from health_manager.blackbox import BlackBoxDriver

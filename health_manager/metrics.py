@@ -13,6 +13,7 @@ state is not fresh is NaN, and one that has no value yet is absent: never a stal
 """
 
 import math
+from collections.abc import Callable
 
 import attrs
 
@@ -74,7 +75,7 @@ class Histogram:
         """[(upper bound, cumulative count)] ending with +Inf."""
         total = 0
         buckets = []
-        for bound, count in zip(self.bounds, self.counts):
+        for bound, count in zip(self.bounds, self.counts, strict=True):
             total += count
             buckets.append((bound, total))
         buckets.append((math.inf, self.count))
@@ -154,13 +155,28 @@ class Metrics:
         # Stops the CC would refuse, held back until every wanted index runs (§3.2).
         "stops_deferred",
     )
+    # The counters above, set by __init__ with setattr: declared here for the type checker.
+    heartbeat_msgs_received: int
+    droplet_exited_msgs_received: int
+    droplet_updated_msgs_received: int
+    healthmanager_status_msgs_received: int
+    healthmanager_health_request_msgs_received: int
+    healthmanager_droplet_request_msgs_received: int
+    health_start_messages_sent: int
+    health_stop_messages_sent: int
+    instance_heartbeats_received: int
+    bulk_api_errors: int
+    bulk_credentials_requests: int
+    flapping_restarts_given_up: int
+    queued_starts_dropped: int
+    stops_deferred: int
 
     def __init__(self, queue_length=lambda: 0):
         """`queue_length` is asked at read time, so `queue_length` in varz is never stale."""
         for name in self.COUNTERS:
             setattr(self, name, 0)
         self._queue_length = queue_length
-        self._bus_counters = dict
+        self._bus_counters: Callable[[], dict[str, int]] = dict
         self.total_users = 0
         self.rejected_messages = {}
         self.skipped_entries = {}

@@ -37,7 +37,8 @@ class Nudger:
         self._queued_by_droplet = {}  # droplet id -> {key: None}: the operator views' index
         self._heap = []  # (-priority, sequence, key); entries no longer in _queued are stale
         self._sequence = 0
-        self._sent_times = deque()  # send times of the last `batch_size` queued starts
+        # Send times of the last `batch_size` queued starts.
+        self._sent_times: deque[float] = deque()
         # (droplet, index) -> when its last start was sent, for "why not" answers; bounded.
         self._last_sent = OrderedDict()
         metrics.set_queue_length_source(self.__len__)

@@ -6,6 +6,7 @@ until all work caused by a clock step has finished (`idle()`).
 """
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 
@@ -65,7 +66,7 @@ class Scheduler:
         return self._once(self._eventual, 0, fn, name)
 
     def _once(self, clock, delay, fn, name):
-        holder = []
+        holder: list[IDelayedCall] = []
         call = clock.callLater(delay, self._run_once, fn, name, holder)
         holder.append(call)
         self._pending.add(call)
@@ -114,7 +115,7 @@ class Scheduler:
         """A Deferred that fires once no tracked work is in flight."""
         if not self._in_flight:
             return defer.succeed(None)
-        waiter = defer.Deferred()
+        waiter: defer.Deferred[None] = defer.Deferred()
         self._idle_waiters.append(waiter)
         return waiter
 

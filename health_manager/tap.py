@@ -105,7 +105,9 @@ class HealthManagerService(MultiService):
             # One line and a non-zero exit, not twistd's traceback; twistd removes its pid
             # file only for an Exception, so it is removed here.
             # twistd has redirected sys.stderr into the log by now: the real one is wanted.
-            (self._stderr or sys.__stderr__).write(f"health_manager: {e}\n")
+            stderr = self._stderr or sys.__stderr__
+            if stderr is not None:  # None only in a process started without a stderr
+                stderr.write(f"health_manager: {e}\n")
             if self._pidfile:
                 try:
                     os.remove(os.path.abspath(self._pidfile))

@@ -454,7 +454,7 @@ class ConvergenceRun:
             return
         live = self.live_by_app().get(guid, [])
         named = set(payload.get("instances") or ())
-        for version, index, instance, state in live:
+        for version, index, instance, _state in live:
             if instance not in named or version != app.version or index >= app.instances:
                 continue
             others = [g for v, i, g, s in live

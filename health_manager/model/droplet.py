@@ -1,14 +1,46 @@
 """One droplet (app): its desired state from the CC and its instance slots as heard."""
 
+from typing import TYPE_CHECKING, Any, Protocol
+
 from health_manager.constants import (
-    CRASHED, DOWN, FLAPPING, RUNNING, STAGED, STARTED, STARTING, STOPPED,
+    CRASHED,
+    DOWN,
+    FLAPPING,
+    RUNNING,
+    STAGED,
+    STARTED,
+    STARTING,
+    STOPPED,
 )
 from health_manager.model.instance import AppInstance
+
+if TYPE_CHECKING:
+    from health_manager.model.desired_app import DesiredApp
+    from health_manager.model.heartbeat import Heartbeat
 
 REASON_STOPPED = "Droplet state is STOPPED"
 REASON_EXTRA_INSTANCE = "Extra instance"
 REASON_VERSION = "Live version mismatch"
 REASON_DUPLICATE = "Instance mismatch"
+
+# guid -> (version, reason) of the instances to stop.
+Stops = dict[str, tuple[str, str]]
+
+
+class Totals(Protocol):
+    """The analysis pass's sums (metrics.RealtimeTotals) that a droplet adds to."""
+
+    total_apps: int
+    total_instances: int
+    crashed_instances: int
+    started_apps: int
+    started_crashes: int
+    running_instances: int
+    missing_instances: int
+    flapping_instances: int
+    started_running: int
+    started_missing: int
+    started_flapping: int
 
 
 class Droplet:
@@ -22,7 +54,23 @@ class Droplet:
                  "desired_state_update_timestamp", "reset_timestamp", "versions", "crashes",
                  "updated_at")
 
-    def __init__(self, droplet_id, now):
+    id: str
+    num_instances: int
+    state: str | None
+    live_version: str | None
+    package_state: str | None
+    last_updated: int | None
+    memory: int | None
+    desired_state_update_required: bool
+    desired_state_update_timestamp: float
+    reset_timestamp: float
+    # live_version is None until the CC describes the app; nothing is ever stored under
+    # None, so the lookups by live_version below (ignored for mypy) simply find nothing.
+    versions: dict[str, dict[int, AppInstance]]
+    crashes: dict[str, tuple[float, float | None]]
+    updated_at: float | None
+
+    def __init__(self, droplet_id: str, now: float) -> None:
         self.id = droplet_id
         self.num_instances = 0
         self.state = None
@@ -40,7 +88,7 @@ class Droplet:
 
     # -- desired state -------------------------------------------------------------------
 
-    def set_desired(self, app, now, asked_at):
+    def set_desired(self, app: "DesiredApp", now: float, asked_at: float) -> None:
         """The app as a bulk page requested at `asked_at` described it. A page asked for
         before the last droplet.updated describes the app as it was: the droplet stays
         stale until a later page (HM 2.0 cleared it, and acted on the old count)."""
@@ -54,21 +102,21 @@ class Droplet:
             self.desired_state_update_required = False
         self.desired_state_update_timestamp = now
 
-    def mark_updated(self, now):
+    def mark_updated(self, now: float) -> None:
         """droplet.updated (§5.7): the desired state is stale until a page asked for later."""
         self.updated_at = now
         self.desired_state_update_required = True
 
-    def is_extra(self, now, desired_state_lost):
+    def is_extra(self, now: float, desired_state_lost: float) -> bool:
         """Not described by the CC for `desired_state_lost` seconds (§5.8)."""
         return now - self.desired_state_update_timestamp > desired_state_lost
 
-    def ripe_for_gc(self, now, grace_period):
+    def ripe_for_gc(self, now: float, grace_period: float) -> bool:
         return now - self.desired_state_update_timestamp > grace_period
 
     # -- instance slots ------------------------------------------------------------------
 
-    def instance(self, version, index, now):
+    def instance(self, version: str, index: int, now: float) -> AppInstance:
         """The slot for (version, index), created DOWN if new."""
         instances = self.versions.get(version)
         if instances is None:
@@ -78,11 +126,12 @@ class Droplet:
             record = instances[index] = AppInstance(now)
         return record
 
-    def find_instance(self, version, index):
-        instances = self.versions.get(version)
+    def find_instance(self, version: str | None, index: int) -> AppInstance | None:
+        instances = self.versions.get(version)  # type: ignore[arg-type]
         return None if instances is None else instances.get(index)
 
-    def process_heartbeat(self, beat, now, droplet_lost):
+    def process_heartbeat(self, beat: "Heartbeat", now: float,
+                          droplet_lost: float) -> str | None:
         """Apply one heartbeat entry (§5.3). Returns the guid of a duplicate heard for the
         first time (a second instance on an index that is held), else None."""
         # self.instance() inlined: this runs once per heartbeat entry.
@@ -97,15 +146,17 @@ class Droplet:
         return record.receive_heartbeat(beat.state, beat.instance, beat.state_timestamp, now,
                                         droplet_lost)
 
-    def process_exit(self, version, index, guid, now):
+    def process_exit(self, version: str, index: int, guid: str,
+                     now: float) -> tuple[AppInstance, bool]:
         """The slot an exit names, with `guid` gone from it (§5.4), and whether another
         instance still holds that slot."""
         record = self.instance(version, index, now)
         held = record.mark_down_for_guid(guid, now)
         return record, held
 
-    def process_exit_crash(self, record, guid, crash_timestamp, flapping_timeout,
-                           flapping_death, now, held):
+    def process_exit_crash(self, record: AppInstance, guid: str, crash_timestamp: float,
+                           flapping_timeout: float, flapping_death: int, now: float,
+                           held: bool) -> None:
         """Count a crash on `record` and remember it as a crash entry (§5.4).
 
         Unlike HM 2.0, which keyed the entry by the slot's current guid (a previous
@@ -114,17 +165,17 @@ class Droplet:
         record.crash(crash_timestamp, flapping_timeout, flapping_death, held)
         self.crashes[guid] = (now, crash_timestamp)
 
-    def is_held(self, index, now, droplet_lost):
+    def is_held(self, index: int, now: float, droplet_lost: float) -> bool:
         """True when a live instance of the live version holds `index`."""
         record = self.find_instance(self.live_version, index)
         return record is not None and bool(record.live_guids(now, droplet_lost))
 
-    def wants(self, index):
+    def wants(self, index: int) -> bool:
         """True when the CC wants `index` of the live version running."""
         return (self.state == STARTED and self.live_version is not None
                 and 0 <= index < self.num_instances)
 
-    def start_running_counts(self):
+    def start_running_counts(self) -> dict[str, int]:
         """`running` for a health.start: version -> indices below the desired count held by
         a RUNNING instance.
 
@@ -138,26 +189,26 @@ class Droplet:
                              if index < wanted and record.state == RUNNING)
                 for version, instances in self.versions.items()}
 
-    def live_instances(self, now, droplet_lost):
+    def live_instances(self, now: float, droplet_lost: float) -> dict[str, str]:
         """guid -> version of every live instance (duplicates included), across versions."""
-        live = {}
+        live: dict[str, str] = {}
         for version, instances in self.versions.items():
             for record in instances.values():
                 for guid in record.live_guids(now, droplet_lost):
                     live[guid] = version
         return live
 
-    def stop_running_counts(self, now, droplet_lost):
+    def stop_running_counts(self, now: float, droplet_lost: float) -> dict[str, int]:
         """`running` for a health.stop: version -> live instances, duplicates and the
         instances being stopped included, so the CC's `remaining` (§3.2) is what really
         remains (§5.14.1)."""
-        counts = {}
+        counts: dict[str, int] = {}
         for version, instances in self.versions.items():
             counts[version] = sum(len(record.live_guids(now, droplet_lost))
                                   for record in instances.values())
         return counts
 
-    def mark_vanished_down(self, now, droplet_lost):
+    def mark_vanished_down(self, now: float, droplet_lost: float) -> None:
         """STARTING/RUNNING slots without a recent heartbeat become DOWN (§5.8, §5.14.2);
         a slot with duplicates gives way to a live one instead."""
         # is_alive() inlined for a STARTING/RUNNING slot: this runs for every instance on
@@ -172,7 +223,8 @@ class Droplet:
                     if seen is None or now - seen > droplet_lost:
                         record.mark_down(now)
 
-    def plan_stops(self, now, droplet_lost):
+    def plan_stops(self, now: float,
+                   droplet_lost: float) -> tuple[Stops, dict[str, int], int]:
         """(stops, running, held_back): the instances to stop now, as guid -> (version,
         reason), the `running` map to send with them, and how many other stops wait. Only
         stops the CC acts on are returned (§3.2). Dead slots that should not exist are
@@ -194,9 +246,9 @@ class Droplet:
         wanted = self.num_instances
         started = self.state == STARTED
         unwanted_app = self.state == STOPPED
-        stops = {}
-        counts = {}
-        dead = []
+        stops: Stops = {}
+        counts: dict[str, int] = {}
+        dead: list[tuple[str, int]] = []
         for version, instances in self.versions.items():
             total = 0
             for index, record in instances.items():
@@ -227,21 +279,24 @@ class Droplet:
         if not stops:
             return stops, counts, 0
         if started and not self._all_wanted_running(now, droplet_lost):
-            allowed = self._within_floor(stops, counts.get(live, 0), now, droplet_lost)
+            # A STARTED app has a live version.
+            allowed = self._within_floor(stops, counts.get(live, 0),  # type: ignore[arg-type]
+                                         now, droplet_lost)
             return allowed, counts, len(stops) - len(allowed)
-        if counts.get(live, 0) <= 0:
+        if counts.get(live, 0) <= 0:  # type: ignore[arg-type]
             allowed = {guid: entry for guid, entry in stops.items() if entry[0] == live}
             return allowed, counts, len(stops) - len(allowed)
         return stops, counts, 0
 
-    def _within_floor(self, stops, live_count, now, droplet_lost):
+    def _within_floor(self, stops: dict[str, tuple[str, str]], live_count: int, now: float,
+                      droplet_lost: float) -> dict[str, tuple[str, str]]:
         """While a wanted index is not running: the live-version stops that keep at least
         the desired count of live instances (the CC's floor, §3.2), in guid order. Only
         once every held wanted index has a proven primary, so that no instance is stopped
         in favour of one that may be gone. This lets surplus instances go even when an
         index stays down for good (given up): the CC would refuse more, and old versions
         are kept, as capacity, until every wanted index runs."""
-        instances = self.versions.get(self.live_version) or {}
+        instances = self.versions.get(self.live_version) or {}  # type: ignore[arg-type]
         for index in range(self.num_instances):
             record = instances.get(index)
             if (record is not None and record.live_guids(now, droplet_lost)
@@ -258,8 +313,8 @@ class Droplet:
                 budget -= 1
         return allowed
 
-    def _all_wanted_running(self, now, droplet_lost):
-        instances = self.versions.get(self.live_version) or {}
+    def _all_wanted_running(self, now: float, droplet_lost: float) -> bool:
+        instances = self.versions.get(self.live_version) or {}  # type: ignore[arg-type]
         for index in range(self.num_instances):
             record = instances.get(index)
             if record is None or not record.is_proven(now, droplet_lost):
@@ -268,7 +323,8 @@ class Droplet:
 
     # -- the analysis pass ---------------------------------------------------------------
 
-    def sweep(self, now, droplet_lost, find_missing, flapping_timeout, totals):
+    def sweep(self, now: float, droplet_lost: float, find_missing: bool,
+              flapping_timeout: float, totals: Totals) -> list[int] | None:
         """The analysis pass's one walk over this droplet's slots (§5.6, §5.14.2, §6.2).
 
         Marks vanished slots DOWN, then, when `find_missing` (and the app is STARTED and
@@ -286,8 +342,8 @@ class Droplet:
         """
         versions = self.versions
         live = self.live_version
-        instances = versions.get(live)
-        missing = []
+        instances = versions.get(live)  # type: ignore[arg-type]
+        missing: list[int] = []
         visited = running = down = flapping = 0
         crowded = False  # a slot with duplicates: there are stops to plan
         started = self.state == STARTED
@@ -301,7 +357,7 @@ class Droplet:
                         # Created DOWN, as HM 2.0 does: the slot then exists for the start's
                         # bookkeeping and for the extra-instance walk. Never heard: missing.
                         if instances is None:
-                            instances = versions[live] = {}
+                            instances = versions[live] = {}  # type: ignore[index]
                         instances[index] = AppInstance(now)
                         missing.append(index)
                         visited += 1
@@ -351,22 +407,22 @@ class Droplet:
 
     # -- missing instances ---------------------------------------------------------------
 
-    def reset_missing_check(self, now):
+    def reset_missing_check(self, now: float) -> None:
         self.reset_timestamp = now
 
-    def missing_check_due(self, now, droplet_lost):
+    def missing_check_due(self, now: float, droplet_lost: float) -> bool:
         return now - self.reset_timestamp >= droplet_lost
 
     # -- crashes and pending restarts ----------------------------------------------------
 
-    def prune_crashes(self, now, flapping_timeout):
+    def prune_crashes(self, now: float, flapping_timeout: float) -> None:
         crashes = self.crashes
         if not crashes:
             return
         for guid in [g for g, (seen, _) in crashes.items() if now - seen > flapping_timeout]:
             del crashes[guid]
 
-    def cancel_pending_restarts(self):
+    def cancel_pending_restarts(self) -> int:
         """Cancel every scheduled flapping restart of this droplet; returns how many."""
         cancelled = 0
         for instances in self.versions.values():
@@ -376,13 +432,13 @@ class Droplet:
 
     # -- reports -------------------------------------------------------------------------
 
-    def flapping_indices(self, version):
+    def flapping_indices(self, version: str) -> list[tuple[int, float | None]]:
         """[(index, since)] of the slots of `version` that are FLAPPING (§1.7)."""
         instances = self.versions.get(version) or {}
         return [(index, record.state_timestamp) for index, record in sorted(instances.items())
                 if record.state == FLAPPING]
 
-    def healthy_count(self, version):
+    def healthy_count(self, version: str) -> int:
         """Indices below the desired count whose `version` slot is RUNNING (§1.8)."""
         instances = self.versions.get(version)
         if not instances:
@@ -390,7 +446,7 @@ class Droplet:
         return sum(1 for index in range(self.num_instances)
                    if (record := instances.get(index)) is not None and record.state == RUNNING)
 
-    def add_realtime(self, totals):
+    def add_realtime(self, totals: Totals) -> None:
         """Add this droplet to the analysis pass totals (§6.2)."""
         crashes = len(self.crashes)
         totals.total_apps += 1
@@ -400,7 +456,7 @@ class Droplet:
             return
         totals.started_apps += 1
         totals.started_crashes += crashes
-        instances = self.versions.get(self.live_version) or {}
+        instances = self.versions.get(self.live_version) or {}  # type: ignore[arg-type]
         running = missing = flapping = 0
         for index in range(self.num_instances):
             record = instances.get(index)
@@ -418,7 +474,7 @@ class Droplet:
         totals.started_missing += missing
         totals.started_flapping += flapping
 
-    def to_view(self):
+    def to_view(self) -> dict[str, Any]:
         """A clean JSON-ready view for `healthmanager.droplet` (§1.9)."""
         return {
             "id": self.id,

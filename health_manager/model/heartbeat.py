@@ -45,7 +45,7 @@ class _HeartbeatMessage(msgspec.Struct, gc=False, forbid_unknown_fields=True):
 _MESSAGE = msgspec.json.Decoder(_HeartbeatMessage)
 
 
-def decode_heartbeats(data):
+def decode_heartbeats(data: bytes) -> list[Heartbeat] | None:
     """The entries of a `dea.heartbeat` payload when the message and all its entries are
     valid and carry only known fields; otherwise None (take the reference path)."""
     try:
@@ -58,16 +58,16 @@ def decode_heartbeats(data):
     return beats
 
 
-def is_index(value):
+def is_index(value: object) -> bool:
     """An instance index: a whole number >= 0 (JSON true/false are not numbers here)."""
     return type(value) is int and value >= 0
 
 
-def is_number(value):
+def is_number(value: object) -> bool:
     return type(value) is float or type(value) is int
 
 
-def parse_heartbeat_entry(entry):
+def parse_heartbeat_entry(entry: object) -> Heartbeat | None:
     """The Heartbeat for a decoded entry, or None when any field is missing or mistyped."""
     # The checks of is_index / is_number inlined (no calls): the reference path must not
     # be much slower than the fast one, a DEA may well send an extra field.

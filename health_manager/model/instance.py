@@ -1,10 +1,22 @@
 """One instance slot of a droplet: the record kept per (version, index)."""
 
+from typing import Any, Protocol
+
 from health_manager.constants import CRASHED, DOWN, FLAPPING, RUNNING, STARTING
 
 # Exited instances a slot remembers, so their late heartbeats are ignored: a crash, a stopped
 # duplicate and a replacement that failed at once fit.
 EXITS_REMEMBERED = 3
+
+
+class RestartReceipt(Protocol):
+    """A scheduled restart's receipt (scheduler.Receipt), as the slot holds it."""
+
+    def cancel(self) -> None: ...
+
+    def active(self) -> bool: ...
+
+    def when(self) -> float: ...
 
 
 class AppInstance:
@@ -24,7 +36,19 @@ class AppInstance:
                  "last_crash_timestamp", "pending_restart", "duplicates",
                  "exited", "since")
 
-    def __init__(self, now):
+    state: str
+    guid: str | None
+    last_heartbeat_time: float | None
+    state_timestamp: float | None
+    crash_count: int
+    last_crash_timestamp: float | None
+    pending_restart: RestartReceipt | None
+    # guid -> [last heartbeat time, state, first heard]: a list, updated in place.
+    duplicates: dict[str, list[Any]] | None
+    exited: tuple[str | None, ...] | None
+    since: float | None
+
+    def __init__(self, now: float) -> None:
         self.state = DOWN
         self.guid = None
         self.last_heartbeat_time = None
@@ -39,10 +63,11 @@ class AppInstance:
         self.since = None  # when this HM first heard the primary
 
     @property
-    def starting_or_running(self):
+    def starting_or_running(self) -> bool:
         return self.state == RUNNING or self.state == STARTING
 
-    def receive_heartbeat(self, state, guid, state_timestamp, now, droplet_lost):
+    def receive_heartbeat(self, state: str, guid: str, state_timestamp: float | None,
+                          now: float, droplet_lost: float) -> str | None:
         """Apply one heartbeat entry (§5.1). Returns the guid when it is a duplicate heard
         for the first time (a new instance on an index the primary still holds), else None.
         """
@@ -85,20 +110,20 @@ class AppInstance:
             self._remember_exit(guid)
         return None
 
-    def live_guids(self, now, droplet_lost):
+    def live_guids(self, now: float, droplet_lost: float) -> dict[str, str]:
         """{guid: state} of the instances alive on this slot, primary first."""
-        live = {}
+        live: dict[str, str] = {}
         if ((self.state == RUNNING or self.state == STARTING)
                 and self.last_heartbeat_time is not None
                 and now - self.last_heartbeat_time <= droplet_lost):
-            live[self.guid] = self.state
+            live[self.guid] = self.state  # type: ignore[index]  # a heard primary has a guid
         if self.duplicates is not None:
             for guid, (seen, state, _) in self.duplicates.items():
                 if now - seen <= droplet_lost:
                     live[guid] = state
         return live
 
-    def is_proven(self, now, droplet_lost):
+    def is_proven(self, now: float, droplet_lost: float) -> bool:
         """The primary is RUNNING and has been heard over at least `droplet_lost`.
 
         A dead instance's heartbeats can arrive late, but only within the bus's delivery
@@ -106,14 +131,18 @@ class AppInstance:
         gone (after an HM restart, say, or behind a late heartbeat)."""
         seen = self.last_heartbeat_time
         return (self.state == RUNNING and seen is not None and now - seen <= droplet_lost
-                and seen - self.since >= droplet_lost)
+                # since is set whenever a primary is heard, so whenever state is RUNNING.
+                and seen - self.since >= droplet_lost)  # type: ignore[operator]
 
-    def refresh(self, now, droplet_lost):
+    def refresh(self, now: float, droplet_lost: float) -> None:
         """For a slot with duplicates: forget those not heard for `droplet_lost`, and let a
         live one take over from a primary that vanished or went down."""
+        # Called only for a slot with duplicates: they are not None here, nor in _promote,
+        # _swap_primary and _forget_duplicate (the ignores below say so to mypy).
         duplicates = self.duplicates
-        for guid in [g for g, (seen, _, _) in duplicates.items() if now - seen > droplet_lost]:
-            del duplicates[guid]
+        for guid in [g for g, (seen, _, _) in duplicates.items()  # type: ignore[union-attr]
+                     if now - seen > droplet_lost]:
+            del duplicates[guid]  # type: ignore[union-attr]
         if not duplicates:
             self.duplicates = None
             return
@@ -122,18 +151,18 @@ class AppInstance:
                 or seen is None or now - seen > droplet_lost):
             self._promote(now)
 
-    def is_alive(self, now, droplet_lost):
+    def is_alive(self, now: float, droplet_lost: float) -> bool:
         return (self.state != CRASHED and self.last_heartbeat_time is not None
                 and now - self.last_heartbeat_time <= droplet_lost)
 
-    def is_missing(self, now, droplet_lost):
+    def is_missing(self, now: float, droplet_lost: float) -> bool:
         return self.pending_restart is None and not self.is_alive(now, droplet_lost)
 
-    def mark_down(self, now):
+    def mark_down(self, now: float) -> None:
         self.state = DOWN
         self.state_timestamp = now
 
-    def mark_down_for_guid(self, guid, now):
+    def mark_down_for_guid(self, guid: str, now: float) -> bool:
         """`guid` exited (§5.4). The slot goes DOWN only if it was its primary and no
         duplicate is left to take over; True when the slot is still held by an instance."""
         if guid == self.guid and self.guid is not None:
@@ -144,7 +173,8 @@ class AppInstance:
             self._remember_exit(guid)
         return self.state == RUNNING or self.state == STARTING
 
-    def crash(self, crash_timestamp, flapping_timeout, flapping_death, held):
+    def crash(self, crash_timestamp: float, flapping_timeout: float, flapping_death: int,
+              held: bool) -> None:
         """Count a crash (§5.4): the count restarts after a quiet `flapping_timeout`. The
         slot becomes CRASHED or FLAPPING unless another instance still `held` it."""
         if (self.last_crash_timestamp is not None
@@ -155,7 +185,7 @@ class AppInstance:
         if not held:
             self.state = FLAPPING if self.crash_count > flapping_death else CRASHED
 
-    def cancel_pending_restart(self):
+    def cancel_pending_restart(self) -> bool:
         """Cancel a scheduled flapping restart; True if one was pending."""
         receipt = self.pending_restart
         if receipt is None:
@@ -166,34 +196,37 @@ class AppInstance:
 
     # -- the instances on the slot --------------------------------------------------------
 
-    def _remember_exit(self, guid):
+    def _remember_exit(self, guid: str | None) -> None:
         exited = self.exited
         if exited is None:
             self.exited = (guid,)
         elif guid not in exited:
             self.exited = (exited + (guid,))[-EXITS_REMEMBERED:]
 
-    def _primary_gone(self, now):
+    def _primary_gone(self, now: float) -> None:
         self._remember_exit(self.guid)
         if self.duplicates:
             self._promote(now)
         else:
             self.mark_down(now)
 
-    def _promote(self, now):
+    def _promote(self, now: float) -> None:
         """The most recently heard duplicate becomes the primary (ties: the smallest guid)."""
-        guid, (seen, state, first) = max(self.duplicates.items(),
+        guid, (seen, state, first) = max(self.duplicates.items(),  # type: ignore[union-attr]
                                          key=lambda item: (item[1][0], _reverse(item[0])))
         self._forget_duplicate(guid)
         self._hold(guid, seen, state, first, now)
 
-    def _swap_primary(self, guid):
+    def _swap_primary(self, guid: str) -> None:
         """`guid`, a duplicate, becomes the primary; the primary becomes a duplicate."""
-        seen, state, first = self.duplicates.pop(guid)
-        self.duplicates[self.guid] = [self.last_heartbeat_time, self.state, self.since]
+        seen, state, first = self.duplicates.pop(guid)  # type: ignore[union-attr]
+        # A swap happens only while the primary is alive, so it has a guid.
+        self.duplicates[self.guid] = [  # type: ignore[index]
+            self.last_heartbeat_time, self.state, self.since]
         self._hold(guid, seen, state, first, self.state_timestamp)
 
-    def _hold(self, guid, seen, state, since, state_timestamp):
+    def _hold(self, guid: str, seen: float, state: str, since: float,
+              state_timestamp: float | None) -> None:
         """`guid` becomes the slot's primary, heard at `seen` and first heard at `since`."""
         self.guid = guid
         self.since = since
@@ -201,12 +234,12 @@ class AppInstance:
         self.state = state
         self.state_timestamp = state_timestamp
 
-    def _forget_duplicate(self, guid):
-        del self.duplicates[guid]
+    def _forget_duplicate(self, guid: str) -> None:
+        del self.duplicates[guid]  # type: ignore[union-attr]
         if not self.duplicates:
             self.duplicates = None
 
-    def to_view(self, index):
+    def to_view(self, index: int) -> dict[str, Any]:
         return {
             "index": index,
             "guid": self.guid,
@@ -220,6 +253,6 @@ class AppInstance:
         }
 
 
-def _reverse(guid):
+def _reverse(guid: str) -> tuple[int, ...]:
     """A sort key ordering guids backwards, so max() picks the smallest on a tie."""
     return tuple(-ord(c) for c in guid)

@@ -1,6 +1,12 @@
 """The droplet registry: every droplet the health manager knows, in insertion order."""
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from health_manager.model.droplet import Droplet
+
+if TYPE_CHECKING:
+    from health_manager.model.desired_app import DesiredApp
 
 
 class DropletRegistry:
@@ -8,43 +14,44 @@ class DropletRegistry:
 
     __slots__ = ("_droplets",)
 
-    def __init__(self):
-        self._droplets = {}
+    def __init__(self) -> None:
+        self._droplets: dict[str, Droplet] = {}
 
-    def get(self, droplet_id):
+    def get(self, droplet_id: str) -> Droplet | None:
         return self._droplets.get(droplet_id)
 
-    def get_or_create(self, droplet_id, now):
+    def get_or_create(self, droplet_id: str, now: float) -> Droplet:
         droplet = self._droplets.get(droplet_id)
         if droplet is None:
             droplet = self._droplets[droplet_id] = Droplet(droplet_id, now)
         return droplet
 
-    def apply_desired(self, app, now, asked_at=None):
+    def apply_desired(self, app: "DesiredApp", now: float,
+                      asked_at: float | None = None) -> Droplet:
         """Record one app's desired state (§5.2), read from a page requested at `asked_at`
         (default: now); returns its droplet."""
         droplet = self.get_or_create(app.id, now)
         droplet.set_desired(app, now, now if asked_at is None else asked_at)
         return droplet
 
-    def mark_described(self, droplet_id, now):
+    def mark_described(self, droplet_id: str, now: float) -> None:
         """The CC listed this app but its entry was unreadable: it still exists, so it is
         neither an extra app nor garbage; its last readable desired state stays."""
         self.get_or_create(droplet_id, now).desired_state_update_timestamp = now
 
-    def remove(self, droplet_id):
+    def remove(self, droplet_id: str) -> Droplet | None:
         """Forget a droplet; returns it, or None if it was unknown."""
         return self._droplets.pop(droplet_id, None)
 
-    def snapshot(self):
+    def snapshot(self) -> list[Droplet]:
         """A list of the droplets now known, safe to walk while the registry changes."""
         return list(self._droplets.values())
 
-    def __contains__(self, droplet_id):
+    def __contains__(self, droplet_id: object) -> bool:
         return droplet_id in self._droplets
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._droplets)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Droplet]:
         return iter(self._droplets.values())

@@ -85,7 +85,7 @@ class FakeCloudController:
         self.password = password
         self.user_count = user_count
         self.apps = {}
-        self.decisions = collections.deque(maxlen=DECISIONS_KEPT)
+        self.decisions: collections.deque[object] = collections.deque(maxlen=DECISIONS_KEPT)
         self._on_decision = on_decision
         self.decision_counts = {(op, ok): 0 for op in ("start", "stop") for ok in (True, False)}
         self.dea_load = {}  # dea uuid -> instances the CC believes it runs
@@ -132,6 +132,7 @@ class FakeCloudController:
 
     @property
     def url(self):
+        assert self._port is not None, "url is known once the server listens"
         address = self._port.getHost()
         return f"http://{address.host}:{address.port}"
 
@@ -297,7 +298,7 @@ class FakeCloudController:
             self._dea_stop({"droplet": guid})
             return
         running = payload["running"]
-        groups = {}
+        groups: dict[str, list[str]] = {}
         for instance, version in payload["instances"].items():
             groups.setdefault(version, []).append(instance)
         for version, instances in groups.items():

@@ -12,8 +12,14 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from health_manager.constants import (
-    CRASHED, EXIT_CRASHED, EXIT_DEA_EVACUATION, EXIT_DEA_SHUTDOWN, EXIT_STOPPED, RUNNING,
-    STARTING)
+    CRASHED,
+    EXIT_CRASHED,
+    EXIT_DEA_EVACUATION,
+    EXIT_DEA_SHUTDOWN,
+    EXIT_STOPPED,
+    RUNNING,
+    STARTING,
+)
 
 CRASH_ON_START = {"crash": "on_start"}
 
@@ -214,7 +220,7 @@ class SimulatedDea:
             self.heartbeats_sent += 1
 
     def advertise(self):
-        counts = {}
+        counts: dict[str, int] = {}
         for instance in self.live_instances():
             counts[instance.droplet] = counts.get(instance.droplet, 0) + 1
         self._bus.publish("dea.advertise", orjson.dumps({

@@ -17,8 +17,15 @@ import sys
 
 from twisted.internet import defer, task
 from twisted.logger import (
-    FilteringLogObserver, LogLevel, LogLevelFilterPredicate, Logger, globalLogBeginner,
-    textFileLogObserver)
+    FilteringLogObserver,
+    ILogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+from zope.interface import implementer
 
 from health_manager.bus import NatsBus
 from health_manager.config import build_config
@@ -111,6 +118,7 @@ def rerun_command(args):
     return " ".join(words)
 
 
+@implementer(ILogObserver)
 class ErrorCounter:
     """A log observer counting error events (shown in the view) and, in plain mode,
     echoing them to stderr."""
@@ -148,7 +156,10 @@ class SimulationRun:
         self.calm_at = None  # when the chaos ended
         self.healed_at = None
         self.injected_crashes = self.injected_kills = self.evacuations = 0
-        self.bus = self.foundation = self.manager = None
+        # Set by start(); the timeline callbacks below run only after it.
+        self.bus: NatsBus | None = None
+        self.foundation: Foundation | None = None
+        self.manager: Manager | None = None
         self.status_url = ""
         self._loops = []
         self._began = None
@@ -190,7 +201,7 @@ class SimulationRun:
 
     def _connected(self, bus, timeout):
         """Fires once `bus` is connected; fails after `timeout` seconds."""
-        connected = defer.Deferred()
+        connected: defer.Deferred[None] = defer.Deferred()
 
         def changed(up):
             if up and not connected.called:
@@ -221,6 +232,7 @@ class SimulationRun:
             return
         # Two crashes (reported by droplet.exited) for each silent kill (found by the
         # missing-heartbeat check).
+        assert self.foundation is not None
         if (self.injected_crashes + self.injected_kills) % 3 == 2:
             if self.foundation.kill_random() is not None:
                 self.injected_kills += 1
@@ -228,15 +240,18 @@ class SimulationRun:
             self.injected_crashes += 1
 
     def _evacuate(self):
+        assert self.foundation is not None
         if self.foundation.evacuate_one() is not None:
             self.evacuations += 1
 
     def _calm_down(self):
         self.phase = "settling"
         self.calm_at = self._reactor.seconds()
+        assert self.foundation is not None
         self.foundation.calm_down()
 
     def _tick(self):
+        assert self.foundation is not None
         snapshot = self.foundation.snapshot()
         elapsed = self._reactor.seconds() - self._began
         if self.phase == "settling" and snapshot.healthy and self.healed_at is None:
@@ -247,6 +262,7 @@ class SimulationRun:
             self.finish()
 
     def progress(self, elapsed):
+        assert self.manager is not None
         metrics = self.manager.metrics
         return Progress(
             elapsed=elapsed, duration=self._args.duration, phase=self.phase,
@@ -302,7 +318,7 @@ class SimulationRun:
 
 def _start_logging(args, tty):
     errors = ErrorCounter(echo=None if tty else textFileLogObserver(sys.stderr))
-    observers = [errors]
+    observers: list[ILogObserver] = [errors]
     if args.log:
         log_file = open(args.log, "a", encoding="utf-8")
         observers.append(FilteringLogObserver(

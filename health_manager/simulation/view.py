@@ -51,7 +51,8 @@ class View:
         self.tty = tty
         self._plain_period = plain_period
         self._last_plain = None
-        self._history = collections.deque()  # (time, heartbeats) within RATE_WINDOW
+        # (time, heartbeats) within RATE_WINDOW
+        self._history: collections.deque[tuple[float, int]] = collections.deque()
 
     def update(self, snapshot, progress):
         rate = self._heartbeat_rate(snapshot)

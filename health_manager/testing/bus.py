@@ -137,7 +137,7 @@ class InMemoryBus:
     def _recipients(self, subject):
         """Matching subscriptions in subscription order, one member per queue group."""
         matching = [s for s in self.subscriptions if subject_matches(s.subject, subject)]
-        groups = {}
+        groups: dict[str, list[InMemorySubscription]] = {}
         for subscription in matching:
             if subscription.queue is not None:
                 groups.setdefault(subscription.queue, []).append(subscription)

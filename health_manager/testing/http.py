@@ -5,6 +5,7 @@ import base64
 from urllib.parse import parse_qsl, urlsplit
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
 
 
 class InMemoryResponse:
@@ -40,13 +41,13 @@ class InMemoryBulkClient:
         answer = self._cc.bulk_request(parts.path, dict(parse_qsl(parts.query)), header)
         if answer is None:
             return defer.Deferred()
-        timer = None
+        timer: IDelayedCall  # scheduled just below, before anything can cancel
 
         def cancel(_):
             if timer.active():
                 timer.cancel()
 
-        pending = defer.Deferred(cancel)
+        pending: defer.Deferred[object] = defer.Deferred(cancel)
         timer = self._clock.callLater(max(0.0, self._latency()), pending.callback,
                                       InMemoryResponse(*answer))
         return pending

@@ -7,11 +7,18 @@ with the `next` offset to continue from. Offsets follow the registry's insertion
 apps added or forgotten between two pages may shift an entry across the page boundary.
 """
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 
 from health_manager.web.responses import finish, json_body, send_json
+
+if TYPE_CHECKING:
+    from health_manager.web.state_view import StateView
 
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 2000
@@ -56,8 +63,9 @@ class Scan:
     summary until it returns False; fires with the offset after the last app visited, or
     None once the snapshot is exhausted."""
 
-    def __init__(self, view, reactor, start, visit, slice_apps=SLICE_APPS,
-                 budget=SLICE_BUDGET):
+    def __init__(self, view: "StateView", reactor: IReactorTime, start: int,
+                 visit: Callable[[dict[str, Any]], bool], slice_apps: int = SLICE_APPS,
+                 budget: float = SLICE_BUDGET) -> None:
         self._view = view
         self._reactor = reactor
         self._droplets = view.droplets()
@@ -66,14 +74,14 @@ class Scan:
         self._slice_apps = slice_apps
         self._budget = budget
         self._cancelled = False
-        self._call = None
-        self.done = defer.Deferred(lambda _: self.cancel())
+        self._call: IDelayedCall | None = None
+        self.done: defer.Deferred[int | None] = defer.Deferred(lambda _: self.cancel())
 
-    def run(self):
+    def run(self) -> "defer.Deferred[int | None]":
         self._slice()
         return self.done
 
-    def cancel(self):
+    def cancel(self) -> None:
         self._cancelled = True
         if self._call is not None and self._call.active():
             self._call.cancel()
@@ -108,9 +116,11 @@ class Scan:
             self.done.callback(next_position)
 
 
-def listing(view, reactor, start=0, limit=DEFAULT_LIMIT, unhealthy=False, **scan_options):
+def listing(view: "StateView", reactor: IReactorTime, start: int = 0, limit: int = DEFAULT_LIMIT,
+            unhealthy: bool = False,
+            **scan_options: Any) -> tuple["defer.Deferred[dict[str, Any]]", Scan]:
     """A Deferred firing with the /v1/apps body for one page."""
-    apps = []
+    apps: list[dict[str, Any]] = []
 
     def visit(entry):
         if not unhealthy or entry["unhealthy"]:
@@ -131,11 +141,11 @@ class AppsApi:
 
     log = Logger()
 
-    def __init__(self, view, reactor):
+    def __init__(self, view: "StateView", reactor: IReactorTime) -> None:
         self._view = view
         self._reactor = reactor
 
-    def render_list(self, request):
+    def render_list(self, request: Request) -> bytes | int:
         try:
             start = _whole(request, "start", 0, 0, 2**62)
             limit = _whole(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
@@ -156,7 +166,7 @@ class AppsApi:
         d.addErrback(self._failed, request)
         return NOT_DONE_YET
 
-    def render_one(self, request, rest):
+    def render_one(self, request: Request, rest: str) -> bytes | int:
         detail = self._view.app_detail(rest)
         if detail is None:
             request.setResponseCode(404)

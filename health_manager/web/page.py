@@ -6,13 +6,18 @@ sample of the healthy ones. The apps are gathered with the same sliced Scan as /
 """
 
 import html
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 
 from health_manager.web.apps_api import Scan
 from health_manager.web.responses import finish
+
+if TYPE_CHECKING:
+    from health_manager.web.state_view import StateView
 
 REFRESH = 5
 MAX_UNHEALTHY = 200
@@ -41,8 +46,9 @@ def _word(value, good):
     return f'<span class="{css}">{_e(value)}</span>'
 
 
-def render_page(summary, health_ok, reasons, unhealthy, healthy, more_unhealthy,
-                more_healthy):
+def render_page(summary: dict[str, Any], health_ok: bool, reasons: list[str],
+                unhealthy: list[dict[str, Any]], healthy: list[dict[str, Any]],
+                more_unhealthy: bool, more_healthy: bool) -> str:
     """The page's HTML (str) from a StateView summary and two lists of app entries."""
     rows = [
         ("health", _word("ok" if health_ok else "unavailable", ("ok",))
@@ -110,12 +116,13 @@ class StatusPage:
 
     log = Logger()
 
-    def __init__(self, view, reactor):
+    def __init__(self, view: "StateView", reactor: IReactorTime) -> None:
         self._view = view
         self._reactor = reactor
 
-    def render(self, request):
-        unhealthy, healthy = [], []
+    def render(self, request: Request) -> int:
+        unhealthy: list[dict[str, Any]] = []
+        healthy: list[dict[str, Any]] = []
         more = {"unhealthy": False, "healthy": False}
 
         def visit(entry):

@@ -4,25 +4,33 @@ Nothing is counted here: a custom collector turns `Metrics.families()` into metr
 families at scrape time, so /metrics and /varz always show the same counters.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from health_manager.metrics import HealthFacts, Metrics
+
+# (name, kind, help text, [(labels, value)]), as Metrics.families gives them.
+Family = tuple[str, str, str, list[tuple[dict[str, Any], Any]]]
 
 
 def _families(families):
     for name, kind, text, samples in families:
         if kind == "histogram":
-            family = HistogramMetricFamily(name, text)
+            histograms = HistogramMetricFamily(name, text)
             for _labels, histogram in samples:
                 buckets = [(_bound(bound), count) for bound, count in histogram.cumulative()]
-                family.add_metric([], buckets, histogram.sum)
-            yield family
+                histograms.add_metric([], buckets, histogram.sum)
+            yield histograms
             continue
         labels = sorted(samples[0][0]) if samples else []
         if kind == "counter":
             # prometheus_client names a counter without `_total` and adds it itself.
-            family = CounterMetricFamily(name.removesuffix("_total"), text, labels=labels)
+            family: CounterMetricFamily | GaugeMetricFamily = CounterMetricFamily(
+                name.removesuffix("_total"), text, labels=labels)
         else:
             family = GaugeMetricFamily(name, text, labels=labels)
         for sample_labels, value in samples:
@@ -42,13 +50,13 @@ class _Collector:
         return _families(self._families)
 
 
-def exposition(families):
+def exposition(families: list[Family]) -> bytes:
     """The text exposition of `families` (as Metrics.families returns them)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(families))
     return generate_latest(registry)
 
 
-def render_metrics(metrics, facts):
+def render_metrics(metrics: "Metrics", facts: "HealthFacts") -> tuple[bytes, bytes]:
     """(body, content type) of /metrics."""
     return exposition(metrics.families(facts)), CONTENT_TYPE_LATEST.encode("ascii")

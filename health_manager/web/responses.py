@@ -1,9 +1,12 @@
 """How the status port's resources answer: headers set once, HEAD without a body."""
 
+from typing import Any
+
 import orjson
+from twisted.web.server import Request
 
 
-def send(request, body, content_type):
+def send(request: Request, body: bytes, content_type: bytes) -> bytes:
     """Set the headers for `body` and return what render() returns for it."""
     request.setHeader(b"content-type", content_type)
     request.setHeader(b"content-length", b"%d" % len(body))
@@ -11,16 +14,16 @@ def send(request, body, content_type):
     return b"" if request.method == b"HEAD" else body
 
 
-def json_body(value, pretty=False):
+def json_body(value: Any, pretty: bool = False) -> bytes:
     option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_INDENT_2 if pretty else 0)
     return orjson.dumps(value, default=str, option=option) + b"\n"
 
 
-def send_json(request, value, pretty=False):
+def send_json(request: Request, value: Any, pretty: bool = False) -> bytes:
     return send(request, json_body(value, pretty), b"application/json")
 
 
-def finish(request, body, content_type):
+def finish(request: Request, body: bytes, content_type: bytes) -> None:
     """Write `body` to a request answered later (NOT_DONE_YET), unless the client left."""
     if request.finished or getattr(request, "_disconnected", False):
         return

@@ -8,13 +8,24 @@ any of them.
 """
 
 import time
+from typing import TYPE_CHECKING, Any
 
-from health_manager.constants import (
-    CRASHED, DOWN, FLAPPING, RUNNING, STAGED, STARTED, STARTING)
+from health_manager.constants import CRASHED, DOWN, FLAPPING, RUNNING, STAGED, STARTED, STARTING
 from health_manager.metrics import START_REASONS, HealthFacts
+from health_manager.model.droplet import Droplet
+from health_manager.model.instance import AppInstance
+
+if TYPE_CHECKING:
+    from health_manager.config import Config
+    from health_manager.freshness import ActualFreshness
+    from health_manager.interfaces import IDesiredState, ILeadership, IMessageBus
+    from health_manager.metrics import Metrics
+    from health_manager.model.registry import DropletRegistry
+    from health_manager.nudger import Nudger
+    from health_manager.scheduler import Scheduler
 
 
-def clock_time(seconds):
+def clock_time(seconds: float) -> str:
     """HH:MM:SS UTC of a scheduler time (epoch seconds on the real reactor)."""
     return time.strftime("%H:%M:%S", time.gmtime(seconds))
 
@@ -26,8 +37,10 @@ def _seconds(value):
 class StateView:
     """Read-only answers about the running health manager, computed when asked."""
 
-    def __init__(self, config, scheduler, registry, metrics, desired_state, freshness,
-                 leadership, bus, nudger, started_at):
+    def __init__(self, config: "Config", scheduler: "Scheduler", registry: "DropletRegistry",
+                 metrics: "Metrics", desired_state: "IDesiredState",
+                 freshness: "ActualFreshness", leadership: "ILeadership", bus: "IMessageBus",
+                 nudger: "Nudger", started_at: float) -> None:
         self._intervals = config.intervals
         self._scheduler = scheduler
         self._registry = registry
@@ -39,16 +52,16 @@ class StateView:
         self._nudger = nudger
         self._started_at = started_at
 
-    def now(self):
+    def now(self) -> float:
         return self._scheduler.now()
 
     # -- process health ------------------------------------------------------------------
 
-    def desired_age(self):
+    def desired_age(self) -> float | None:
         last = self._desired.last_success
         return None if last is None else self.now() - last
 
-    def facts(self):
+    def facts(self) -> HealthFacts:
         """The state /metrics reports beside the counters."""
         leadership = self._leadership
         return HealthFacts(
@@ -62,17 +75,17 @@ class StateView:
             ha_transitions=leadership.transitions,
         )
 
-    def desired_state_word(self):
+    def desired_state_word(self) -> str:
         if self._desired.is_fresh():
             return "fresh"
         return "loading" if self._desired.last_success is None else "stale"
 
-    def actual_state_word(self):
+    def actual_state_word(self) -> str:
         if self._freshness.is_fresh():
             return "fresh"
         return "waiting" if self._freshness.seconds_left() is None else "warming up"
 
-    def health(self):
+    def health(self) -> tuple[bool, dict[str, Any]]:
         """(ok, body) for /healthz. Not ok only when this HM cannot do its job: NATS down,
         or the desired state missing for longer than `desired_state_lost` (counted from
         start-up before the first pass). A standby is healthy: it is ready to lead."""
@@ -100,7 +113,7 @@ class StateView:
         }
         return not reasons, body
 
-    def summary(self):
+    def summary(self) -> dict[str, Any]:
         """The foundation at a glance: the last analysis pass, the queue and freshness."""
         realtime = self._metrics.realtime
         analysed = self._metrics.analysis_passes.count > 0
@@ -123,7 +136,7 @@ class StateView:
             "not_acting": self.global_reason(),
         }
 
-    def global_reason(self):
+    def global_reason(self) -> str | None:
         """Why this HM acts on no app at all right now, or None when it may act."""
         if not self._leadership.is_acting():
             leader = self._leadership.leader_id
@@ -137,24 +150,25 @@ class StateView:
 
     # -- apps ----------------------------------------------------------------------------
 
-    def droplets(self):
+    def droplets(self) -> list[Droplet]:
         """A snapshot list of the droplets, for paging."""
         return self._registry.snapshot()
 
-    def is_current(self, droplet):
+    def is_current(self, droplet: Droplet) -> bool:
         """False once `droplet` has left the registry (removed while a page was built)."""
         return self._registry.get(droplet.id) is droplet
 
-    def get(self, droplet_id):
+    def get(self, droplet_id: str) -> Droplet | None:
         return self._registry.get(droplet_id)
 
-    def app_summary(self, droplet):
+    def app_summary(self, droplet: Droplet) -> dict[str, Any]:
         """One /v1/apps entry."""
         now = self.now()
         running = missing = crashed = flapping = 0
         first_down = None  # the first desired index not running: the reason is its reason
         next_restart = None
-        live = droplet.versions.get(droplet.live_version) or {}
+        # No version is stored under a None live_version: get() then finds nothing.
+        live = droplet.versions.get(droplet.live_version) or {}  # type: ignore[arg-type]
         started = droplet.state == STARTED
         wanted = droplet.num_instances if started else 0
         for index in range(wanted):
@@ -211,7 +225,7 @@ class StateView:
                                    droplet.num_instances, now)
         return f"index {index}: {view['reason']}"
 
-    def app_detail(self, droplet_id):
+    def app_detail(self, droplet_id: str) -> dict[str, Any] | None:
         """Every version and index of one app with its reason, or None when unknown."""
         droplet = self._registry.get(droplet_id)
         if droplet is None:
@@ -220,9 +234,9 @@ class StateView:
         queued = self._nudger.queued_starts(droplet_id)
         summary = self.app_summary(droplet)
         wanted = droplet.num_instances if droplet.state == STARTED else 0
-        versions = {}
-        live = droplet.versions.get(droplet.live_version)
-        slots = []
+        versions: dict[str, list[dict[str, Any]]] = {}
+        live = droplet.versions.get(droplet.live_version)  # type: ignore[arg-type]
+        slots: list[tuple[str, int, AppInstance | None]] = []
         for version, instances in droplet.versions.items():
             for index, record in instances.items():
                 slots.append((version, index, record))
@@ -231,10 +245,10 @@ class StateView:
             for index in range(wanted):
                 if live is None or index not in live:
                     slots.append((droplet.live_version, index, None))
-        for version, index, record in sorted(slots, key=lambda s: (s[0] != droplet.live_version,
-                                                                    s[0], s[1])):
+        for version, index, slot in sorted(slots, key=lambda s: (s[0] != droplet.live_version,
+                                                                  s[0], s[1])):
             versions.setdefault(version, []).append(
-                self._instance_view(droplet, version, index, record, queued, wanted, now))
+                self._instance_view(droplet, version, index, slot, queued, wanted, now))
         summary.update(
             last_updated=droplet.last_updated,
             memory=droplet.memory,

@@ -11,11 +11,14 @@ import binascii
 import functools
 import hmac
 import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import psutil
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -26,6 +29,15 @@ from health_manager.web.apps_api import AppsApi
 from health_manager.web.page import StatusPage
 from health_manager.web.prometheus import render_metrics
 from health_manager.web.responses import send, send_json
+
+if TYPE_CHECKING:
+    from health_manager.component import Component
+    from health_manager.config import Config
+    from health_manager.metrics import Metrics
+    from health_manager.web.state_view import StateView
+
+# A route's renderer: the body (bytes) or NOT_DONE_YET (an int).
+Render = Callable[..., bytes | int]
 
 REALM = "health_manager"
 
@@ -49,21 +61,21 @@ HM2_FIXED_VARZ = {
 class LogCounts:
     """A twisted.logger observer counting events per level, for `log_counts` in /varz."""
 
-    def __init__(self):
-        self._counts = {}
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
 
-    def __call__(self, event):
+    def __call__(self, event: dict[str, Any]) -> None:
         level = event.get("log_level")
         if level is None:
             return
         name = level.name
         self._counts[name] = self._counts.get(name, 0) + 1
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, int]:
         return dict(self._counts)
 
 
-def sample_vitals(process):
+def sample_vitals(process: psutil.Process) -> dict[str, Any]:
     """Process and host vitals as VCAP::Component reports them."""
     memory = psutil.virtual_memory()
     return {
@@ -78,7 +90,9 @@ def sample_vitals(process):
 class Vitals:
     """Vitals sampled at most once per `min_interval` seconds of the injected clock."""
 
-    def __init__(self, clock, sample=None, min_interval=1.0):
+    def __init__(self, clock: IReactorTime,
+                 sample: Callable[[], dict[str, Any]] | None = None,
+                 min_interval: float = 1.0) -> None:
         self._clock = clock
         if sample is None:
             process = psutil.Process()
@@ -86,10 +100,10 @@ class Vitals:
             sample = functools.partial(sample_vitals, process)
         self._sample = sample
         self._min_interval = min_interval
-        self._last = None
-        self._sampled_at = None
+        self._last: dict[str, Any] | None = None
+        self._sampled_at = 0.0  # read only once _last is set
 
-    def current(self):
+    def current(self) -> dict[str, Any]:
         now = self._clock.seconds()
         if self._last is None or now - self._sampled_at >= self._min_interval:
             self._last = self._sample()
@@ -97,7 +111,7 @@ class Vitals:
         return dict(self._last)
 
 
-def basic_auth_valid(header, user, password):
+def basic_auth_valid(header: bytes | None, user: str, password: str) -> bool:
     """True when the Authorization `header` (bytes or None) carries exactly user:password.
 
     Both parts are always compared, in constant time, so timing reveals neither.
@@ -126,7 +140,8 @@ class StatusResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, user, password, routes, prefixes=()):
+    def __init__(self, user: str, password: str, routes: Mapping[bytes, Render],
+                 prefixes: Iterable[tuple[bytes, Render]] = ()) -> None:
         super().__init__()
         self._user = user
         self._password = password
@@ -180,8 +195,10 @@ class StatusServer(Service):
 
     log = Logger()
 
-    def __init__(self, config, metrics, component, view, reactor, clock,
-                 log_counts=None, vitals=None, route_ip=local_ip):
+    def __init__(self, config: "Config", metrics: "Metrics", component: "Component",
+                 view: "StateView", reactor: Any, clock: IReactorTime,
+                 log_counts: LogCounts | None = None, vitals: Vitals | None = None,
+                 route_ip: Callable[..., str | None] = local_ip) -> None:
         """`view` is the read-only StateView; `reactor` provides listenTCP, the site's
         timeouts and the turns a long listing yields between its slices; `clock` paces
         the vitals sampling."""
@@ -209,9 +226,9 @@ class StatusServer(Service):
             prefixes=[(b"/v1/apps/", apps.render_one)])
         self.site = _StatusSite(resource, reactor=reactor)
         self.site.noisy = False
-        self.ip = None
-        self.port = None
-        self._listening = None
+        self.ip: str | None = None
+        self.port: int | None = None
+        self._listening: IListeningPort | None = None
 
     def privilegedStartService(self):
         # Under twistd the port is bound here, before the reactor runs, so a busy port
@@ -233,7 +250,8 @@ class StatusServer(Service):
             cause = getattr(e.socketError, "strerror", None) or str(e.socketError)
             raise StatusPortError(f"config key 'status.port': cannot listen on "
                                   f"{self.ip}:{port}: {cause}") from None
-        self.port = self._listening.getHost().port
+        # IListeningPort.getHost() is an IAddress; a TCP port's is an IPv4Address.
+        self.port = self._listening.getHost().port  # type: ignore[union-attr]
         self.log.info("status server listening on {host}", host=self.host)
 
     def stopService(self):
@@ -244,11 +262,11 @@ class StatusServer(Service):
         return defer.maybeDeferred(listening.stopListening)
 
     @property
-    def host(self):
+    def host(self) -> str | None:
         """`ip:port` as announced, or None before the server listens."""
         return None if self.port is None else f"{self.ip}:{self.port}"
 
-    def varz(self):
+    def varz(self) -> dict[str, Any]:
         """Every /varz key: the metrics, then the component keys (PROTOCOL.md §6.2, §6.3)."""
         varz = dict(HM2_FIXED_VARZ)
         varz.update(self._metrics.varz())

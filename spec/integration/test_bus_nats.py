@@ -190,7 +190,8 @@ class NatsBusOutageTests(NatsTestMixin, unittest.TestCase):
         await bus.start()
         await self.until(lambda: bus.connected)
         self.assertEqual(len(attempts), 2)
-        self.assertTrue([l for l in lines if "connect exploded" in l and "retrying" in l])
+        self.assertTrue([line for line in lines
+                         if "connect exploded" in line and "retrying" in line])
 
     async def test_stop_returns_quickly_with_server_dead(self):
         """stop() returns within 5 s when the server is gone, and leaves the bus
@@ -215,10 +216,10 @@ class NatsBusOutageTests(NatsTestMixin, unittest.TestCase):
         for attempt in range(10):
             bus = self.make_bus(server.url, reconnect_time_wait=0.001)
             await bus.start()
-            await self.until(lambda: bus.connected)
+            await self.until(lambda bus=bus: bus.connected)
             server.kill()
             if attempt % 2:
-                await self.until(lambda: not bus.connected)
+                await self.until(lambda bus=bus: not bus.connected)
                 await self.pass_time(0.05)
             await bus.stop()
             server = self.start_server(server.port)
@@ -248,7 +249,7 @@ class NatsBusOutageTests(NatsTestMixin, unittest.TestCase):
         received = []
         for bus in (receiver, sender):
             await bus.start()
-            await self.until(lambda: bus.connected)
+            await self.until(lambda bus=bus: bus.connected)
         await receiver.subscribe("health.stop", received.append)
         await receiver.flush()
         for i in range(100):

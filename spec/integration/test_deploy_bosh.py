@@ -22,8 +22,17 @@ from health_manager.bus import NatsBus, RequestTimeout
 from health_manager.config import build_config
 from health_manager.simulation.nats_server import NatsServer, free_port
 from spec.integration.bosh_support import (
-    CONFIG_TEMPLATE, FORWARDER_TEMPLATE, JOB_SPEC, MONIT, RedisServer, ScratchVcap,
-    fragment, render, render_ok, with_properties)
+    CONFIG_TEMPLATE,
+    FORWARDER_TEMPLATE,
+    JOB_SPEC,
+    MONIT,
+    RedisServer,
+    ScratchVcap,
+    fragment,
+    render,
+    render_ok,
+    with_properties,
+)
 from spec.integration.support import sleep, wait_until
 
 # cf-release's health_manager_next spec defaults (the list), as rendered.

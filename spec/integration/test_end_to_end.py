@@ -8,7 +8,12 @@ from twisted.trial.unittest import TestCase
 
 from health_manager.simulation.dea import CRASH_ON_START
 from spec.integration.support import (
-    MBUS_PASSWORD, STATUS_PASSWORD, STATUS_USER, LiveFoundation, wait_until)
+    MBUS_PASSWORD,
+    STATUS_PASSWORD,
+    STATUS_USER,
+    LiveFoundation,
+    wait_until,
+)
 
 # Slower bulk timeouts and GC than the shared defaults, and the 2 s minimum restart delay
 # the flapping test measures.

@@ -10,9 +10,12 @@ import time
 from twisted.trial.unittest import TestCase
 
 from health_manager.simulation.cloud_controller import (
-    FAULT_401, FAULT_500, FAULT_GARBAGE, FAULT_HANG)
-from spec.integration.support import (
-    BULK_PASSWORD, LiveFoundation, LogCapture, sleep, wait_until)
+    FAULT_401,
+    FAULT_500,
+    FAULT_GARBAGE,
+    FAULT_HANG,
+)
+from spec.integration.support import BULK_PASSWORD, LiveFoundation, LogCapture, sleep, wait_until
 
 # An outage of OUTAGE seconds outlasts desired_state_lost and the GC grace period, with GC
 # sweeps every second: an HM without freshness gating stops every app and forgets them all.

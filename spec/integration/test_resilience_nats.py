@@ -8,7 +8,6 @@ import signal
 import time
 
 import orjson
-
 from twisted.trial.unittest import TestCase
 
 from health_manager.simulation.nats_server import free_port

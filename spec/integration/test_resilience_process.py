@@ -12,8 +12,7 @@ import orjson
 from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
-from spec.integration.support import (
-    MBUS_PASSWORD, LiveFoundation, rss_mib, sleep, wait_until)
+from spec.integration.support import MBUS_PASSWORD, LiveFoundation, rss_mib, sleep, wait_until
 
 START_FIELDS = {"droplet", "last_updated", "version", "indices", "running", "flapping"}
 

@@ -3,18 +3,18 @@ discover plus /healthz over a real nats-server (NatsBus on the asyncio reactor).
 
 import orjson
 import treq
+from treq.client import HTTPClient
 from twisted.internet import task
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
-from treq.client import HTTPClient
 
 from health_manager.bus import NatsBus
 from health_manager.component import ANNOUNCE_SUBJECT, DISCOVER_SUBJECT, Component
 from health_manager.config import build_config
 from health_manager.metrics import Metrics
 from health_manager.simulation.nats_server import NatsServer
-from health_manager.web.status_server import StatusServer
 from health_manager.testing.bus import InMemoryBus
+from health_manager.web.status_server import StatusServer
 from spec.status_support import make_view
 
 MBUS_PASSWORD = "mbus-Pa55word-never-shown"

@@ -15,7 +15,6 @@ from spec.integration.browser import browser_argv, ensure_browser, new_profile
 from spec.integration.simulated import PASSWORD, USER, SimulatedFoundation
 
 
-
 @functools.cache
 def _browser():
     return ensure_browser()

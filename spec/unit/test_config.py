@@ -39,7 +39,8 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(config.bulk_api.batch_size, 500)
         self.assertFalse(config.black_box_test_mode)
         self.assertEqual(config.logging.level, "info")
-        self.assertEqual(config.bulk_credentials_subject, "cloudcontroller.bulk.credentials.default")
+        self.assertEqual(config.bulk_credentials_subject,
+                         "cloudcontroller.bulk.credentials.default")
 
     def test_bulk_host_gets_http_prefix(self):
         """A bulk_api.host without scheme is prefixed with http:// as HM 2.0 does."""

@@ -3,6 +3,7 @@
 import base64
 
 import orjson
+from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
@@ -10,7 +11,6 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from treq.testing import StubTreq
 from zope.interface.verify import verifyObject
 
 from health_manager.config import build_config
@@ -484,7 +484,7 @@ class FailureTests(DesiredStateTestCase):
             self.advance(0.5)
             if self.count("/bulk/counts") > before:
                 retry_times.append(self.clock.seconds())
-        gaps = [b - a for a, b in zip([1000] + retry_times, retry_times)]
+        gaps = [b - a for a, b in zip([1000] + retry_times, retry_times, strict=False)]
         self.assertEqual(gaps, [1, 2, 4, 8, 16, 32, 60, 60, 60])
         self.assertTrue(self.desired.available)
 

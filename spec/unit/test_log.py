@@ -6,11 +6,10 @@ import logging
 import syslog
 
 from twisted.logger import Logger, LogLevel
+from twisted.python.syslog import SyslogObserver
 from twisted.trial.unittest import SynchronousTestCase
 
 from health_manager.config import LoggingConfig
-from twisted.python.syslog import SyslogObserver
-
 from health_manager.log import StdlibLogBridge, make_observer
 
 

@@ -10,7 +10,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from health_manager.constants import FAILED, PENDING, STOPPED
 from health_manager.simulation.cloud_controller import (
-    FAULT_401, FAULT_500, FAULT_GARBAGE, FAULT_HANG, BulkApiResource, FakeCloudController)
+    FAULT_401,
+    FAULT_500,
+    FAULT_GARBAGE,
+    FAULT_HANG,
+    BulkApiResource,
+    FakeCloudController,
+)
 from health_manager.testing.bus import InMemoryBus
 
 

@@ -10,14 +10,19 @@ from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, S
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from health_manager.web import status_server
 from health_manager.component import (
-    ANNOUNCE_SUBJECT, DISCOVER_SUBJECT, Component, format_start, format_uptime, local_ip)
+    ANNOUNCE_SUBJECT,
+    DISCOVER_SUBJECT,
+    Component,
+    format_start,
+    format_uptime,
+    local_ip,
+)
 from health_manager.config import build_config
 from health_manager.metrics import Metrics
-from health_manager.web.status_server import (
-    LogCounts, StatusServer, Vitals, basic_auth_valid)
 from health_manager.testing.bus import InMemoryBus
+from health_manager.web import status_server
+from health_manager.web.status_server import LogCounts, StatusServer, Vitals, basic_auth_valid
 from spec.status_support import make_view
 
 MBUS_PASSWORD = "s3cretMbusPw"

@@ -4,9 +4,9 @@ import io
 import os
 import sys
 
-from twisted.python.components import Componentized
-from twisted.logger import ILogObserver
 from twisted.application.service import IServiceCollection, MultiService, Service
+from twisted.logger import ILogObserver
+from twisted.python.components import Componentized
 from twisted.trial.unittest import SynchronousTestCase
 
 from health_manager.tap import HealthManagerService, Options, default_config_path
@@ -53,7 +53,9 @@ class InvalidConfigTests(SynchronousTestCase):
 class LogObserverTests(SynchronousTestCase):
     def test_observer_registered_on_application(self):
         """The configured log observer becomes the application's ILogObserver for twistd."""
-        observer = lambda event: None
+        def observer(event):
+            pass
+
         top = HealthManagerService(Service(), observer, [])
         application = Componentized()
         application.setComponent(IServiceCollection, MultiService())

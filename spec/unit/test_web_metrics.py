@@ -53,7 +53,7 @@ class MetricsTests(SynchronousTestCase):
         self.rig.warm_up()
         self.rig.analyze()
         samples, body = scrape(self.rig)
-        for name, labels in samples:
+        for name, _labels in samples:
             self.assertTrue(name.startswith("health_manager_"), name)
         types = [line.split()[2:] for line in body.decode().splitlines()
                  if line.startswith("# TYPE ")]
