@@ -3,6 +3,11 @@
 Starts wait in a de-duplicating priority set and leave under a rate limit of `batch_size`
 per `period` seconds (a sliding window): at once when the window has room, otherwise on
 the next `drain()`. Stops and flapping restarts are published directly.
+
+The HA gate (DESIGN.md §8) sits here, where decisions leave the process: right before each
+publication the injected ILeadership is asked `is_acting()`. A start or stop decided while
+not acting is dropped, never sent later, so a standby's queue stays empty and a deposed
+leader that resumes from a pause sends nothing it decided before.
 """
 
 import heapq
@@ -10,6 +15,8 @@ from collections import deque
 
 import orjson
 from twisted.logger import Logger
+
+from health_manager.leadership import SingleLeadership
 
 START_SUBJECT = "health.start"
 STOP_SUBJECT = "health.stop"
@@ -24,8 +31,10 @@ def dedup_key(payload):
 class Nudger:
     log = Logger()
 
-    def __init__(self, scheduler, bus, metrics, batch_size, period):
+    def __init__(self, scheduler, bus, metrics, batch_size, period, leadership=None):
         self._scheduler = scheduler
+        self._leadership = leadership if leadership is not None else SingleLeadership()
+        self._was_acting = True
         self._bus = bus
         self._metrics = metrics
         self._batch_size = batch_size
@@ -41,6 +50,9 @@ class Nudger:
 
     def queue_start(self, payload, priority):
         """Queue a start; a duplicate is dropped, or raises the queued one's priority."""
+        if not self._acting():
+            self._suppressed(1)
+            return
         key = dedup_key(payload)
         entry = self._queued.get(key)
         if entry is None:
@@ -53,6 +65,9 @@ class Nudger:
     def drain(self):
         """Publish queued starts, highest priority first, while the rate limit allows."""
         sent = 0
+        if self._queued and not self._acting():
+            self._suppressed(self.discard_pending())
+            return sent
         while self._queued and self._budget_left():
             payload = self._pop()
             if payload is None:
@@ -64,8 +79,16 @@ class Nudger:
 
     def publish_start(self, payload):
         """Publish a start at once, bypassing the queue (flapping restarts)."""
+        if not self._acting():
+            self._suppressed(1)
+            return False
         self._bus.publish(START_SUBJECT, orjson.dumps(payload))
         self._metrics.health_start_messages_sent += 1
+        self.log.info("sent health.start: app_id={droplet} indices={indices} "
+                      "flapping={flapping} epoch={epoch}", droplet=payload.get("droplet"),
+                      indices=payload.get("indices"), flapping=payload.get("flapping"),
+                      epoch=self._leadership.epoch)
+        return True
 
     def publish_stop(self, payload):
         """Publish a stop at once; refuses one without instances (the DEA would stop all)."""
@@ -73,8 +96,14 @@ class Nudger:
             self.log.warn("refused health.stop without instances for droplet {droplet}",
                           droplet=payload.get("droplet"))
             return False
+        if not self._acting():
+            self._suppressed(1)
+            return False
         self._bus.publish(STOP_SUBJECT, orjson.dumps(payload))
         self._metrics.health_stop_messages_sent += 1
+        self.log.info("sent health.stop: app_id={droplet} instances={instances} "
+                      "epoch={epoch}", droplet=payload.get("droplet"),
+                      instances=sorted(payload["instances"]), epoch=self._leadership.epoch)
         return True
 
     def discard_pending(self):
@@ -83,6 +112,24 @@ class Nudger:
         self._queued.clear()
         self._heap.clear()
         return count
+
+    def _acting(self):
+        """Ask the leadership now; log once per change, not once per message."""
+        acting = self._leadership.is_acting()
+        if acting != self._was_acting:
+            self._was_acting = acting
+            leadership = self._leadership
+            if acting:
+                self.log.info("acting: health.start and health.stop are sent (role {role}, "
+                              "epoch {epoch})", role=leadership.role, epoch=leadership.epoch)
+            else:
+                self.log.info("not acting: health.start and health.stop are dropped (role "
+                              "{role}, leader {leader}, epoch {epoch})", role=leadership.role,
+                              leader=leadership.leader_id, epoch=leadership.epoch)
+        return acting
+
+    def _suppressed(self, count):
+        self._metrics.ha_suppressed_messages += count
 
     def _push(self, key, payload, priority):
         self._sequence += 1
