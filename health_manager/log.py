@@ -54,10 +54,18 @@ def make_observer(logging_config, stdout=None, also=()):
     else:
         sink = jsonFileLogObserver(out) if logging_config.json else textFileLogObserver(out)
         predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+        # Twisted's ClientService (the Redis connection of HA) logs every reconnect attempt;
+        # the HA lease logs the outage once instead.
+        predicate.setLogLevelForNamespace("twisted.application._client_service",
+                                          max(level, LogLevel.warn, key=_LEVELS_ORDER.index))
         sink = FilteringLogObserver(sink, [predicate])
     if not also:
         return sink
     return _Fanout([sink, *also])
+
+
+_LEVELS_ORDER = [LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error,
+                 LogLevel.critical]
 
 
 @implementer(ILogObserver)

@@ -35,9 +35,10 @@ class ILeaseStore(Interface):
     def stop():
         """Disconnect; returns a Deferred."""
 
-    def acquire(holder, ttl_ms):
-        """Take the lease when free (or already `holder`'s). Fires with
-        (acquired, epoch, current_holder); fails with LeaseUnavailable."""
+    def acquire(holder, ttl_ms, seen_epoch=0):
+        """Take the lease when free (or already `holder`'s) with an epoch above both the
+        stored one and `seen_epoch`. Fires with (acquired, epoch, current_holder); fails
+        with LeaseUnavailable."""
 
     def renew(holder, ttl_ms):
         """Extend `holder`'s lease. Fires with its epoch, or None when `holder` lost it."""
@@ -84,7 +85,8 @@ class RedisLease:
                       address=self._store.address, lease=self._lease_duration,
                       deadline=self._renew_deadline, retry=self._retry_period)
         self._store.start()
-        self._loop.start(self._retry_period, now=True)
+        # The first try after one retry period: by then a reachable store is connected.
+        self._loop.start(self._retry_period, now=False)
 
     async def stop(self):
         """Stop competing; a leader releases the lease so a standby takes over at its next
@@ -117,7 +119,7 @@ class RedisLease:
             d = self._store.renew(self.holder_id, self._ttl_ms)
             d.addCallback(self._renewed, sent)
         else:
-            d = self._store.acquire(self.holder_id, self._ttl_ms)
+            d = self._store.acquire(self.holder_id, self._ttl_ms, self.epoch or 0)
             d.addCallback(self._acquire_answered, sent)
         d.addErrback(self._failed)
         d.addBoth(self._done)
@@ -140,7 +142,8 @@ class RedisLease:
     def _acquire_answered(self, answer, sent):
         self._set_reachable(True)
         acquired, epoch, holder = answer
-        self.epoch = epoch or None
+        if epoch:
+            self.epoch = epoch
         if acquired and holder == self.holder_id:
             self._renewed_at = sent
             self._set_role(LEADER, self.holder_id, "lease acquired")

@@ -14,9 +14,11 @@ from zope.interface import implementer
 
 from health_manager.ha.lease import ILeaseStore, LeaseUnavailable
 
-# KEYS[1] leader key, KEYS[2] epoch key; ARGV[1] holder id, ARGV[2] lease in ms.
-# Returns {1, epoch, holder} when this holder has the lease, {0, epoch, holder} otherwise.
-# A holder that still owns the key (its last renewal reply was lost) keeps its epoch.
+# KEYS[1] leader key, KEYS[2] epoch key; ARGV[1] holder id, ARGV[2] lease in ms, ARGV[3] the
+# highest epoch the caller has seen. Returns {1, epoch, holder} when this holder has the
+# lease, {0, epoch, holder} otherwise. A holder that still owns the key (its last renewal
+# reply was lost) keeps its epoch. The new epoch exceeds every epoch the caller has seen, so
+# it keeps growing across a Redis that restarted empty.
 ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
@@ -27,6 +29,9 @@ if holder then
   return {0, tonumber(redis.call('GET', KEYS[2]) or '0'), holder}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+if tonumber(ARGV[3]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], ARGV[3])
+end
 return {1, redis.call('INCR', KEYS[2]), ARGV[1]}
 """
 
@@ -100,8 +105,8 @@ class RedisLeaseStore:
         self._started = False
         return self._factory.disconnect()
 
-    def acquire(self, holder, ttl_ms):
-        d = self._eval(ACQUIRE, holder, ttl_ms)
+    def acquire(self, holder, ttl_ms, seen_epoch=0):
+        d = self._eval(ACQUIRE, holder, ttl_ms, seen_epoch)
         d.addCallback(lambda r: (bool(r[0]), int(r[1]), _text(r[2])))
         return d
 

@@ -51,6 +51,15 @@ class RedisLeaseStoreTests(unittest.TestCase):
         self.assertEqual(await b.acquire("b", 3000), (True, 2, "b"))
         self.assertIsNone(await a.renew("a", 3000))
 
+    async def test_epoch_above_every_seen_one(self):
+        """Acquiring with a seen epoch above the stored one (Redis restarted empty) gives
+        seen + 1: the fencing token never goes back."""
+        a = self.make_store()
+        await self.until(lambda: a.connected)
+        self.assertEqual(await a.acquire("a", 3000, 41), (True, 42, "a"))
+        await a.release("a")
+        self.assertEqual(await a.acquire("b", 3000, 7), (True, 43, "b"))
+
     async def test_lease_expires(self):
         """A lease not renewed is gone after its PX time; the next acquire bumps the epoch."""
         a = self.make_store()

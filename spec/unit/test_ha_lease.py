@@ -54,7 +54,7 @@ class MemoryLeaseStore:
         for d, compute in held:
             d.callback(compute())
 
-    def acquire(self, holder, ttl_ms):
+    def acquire(self, holder, ttl_ms, seen_epoch=0):
         def compute():
             current = self._current()
             if current == holder:
@@ -63,7 +63,7 @@ class MemoryLeaseStore:
             if current is not None:
                 return False, self.epoch, current
             self.holder, self.expires = holder, self._clock.seconds() + ttl_ms / 1000
-            self.epoch += 1
+            self.epoch = max(self.epoch, seen_epoch) + 1
             return True, self.epoch, holder
         return self._answer(compute)
 
@@ -102,8 +102,10 @@ class Rig:
                                   monotonic=self.clock.seconds) for n in range(count)]
 
     def start(self):
+        """Start every lease and run their first try (one retry period later)."""
         for lease in self.leases:
             lease.start()
+        self.clock.advance(RETRY)
 
     def advance(self, seconds, step=0.25):
         for _ in range(int(seconds / step)):
@@ -189,9 +191,10 @@ class LeaseTests(SynchronousTestCase):
         rig.advance(30)
         self.assertEqual(rig.acting(), [])
         rig.store.down = False
-        rig.store.holder = None  # a restarted Redis has lost its data
+        rig.store.holder, rig.store.epoch = None, 0  # a restarted Redis has lost its data
         rig.advance(RETRY)
         self.assertEqual(len(rig.acting()), 1)
+        self.assertEqual({l.epoch for l in rig.leases}, {2})  # fencing token still grows
 
     def test_store_down_logged_once_per_transition(self):
         """A long outage gives one unreachable line, one demotion, one reachable-again."""
@@ -251,7 +254,7 @@ class LeaseTests(SynchronousTestCase):
         """A store that raises something unexpected is logged; the loop goes on."""
         logs = LogCapture(self)
         rig = Rig(self)
-        rig.store.acquire = lambda holder, ttl: defer.fail(ValueError("odd reply"))
+        rig.store.acquire = lambda holder, ttl, seen: defer.fail(ValueError("odd reply"))
         rig.start()
         rig.advance(RETRY * 3)
         self.assertTrue(rig.leases[0]._loop.running)
