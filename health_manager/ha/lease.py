@@ -18,6 +18,7 @@ from health_manager.interfaces import ILeadership
 
 LEADER = "leader"
 STANDBY = "standby"
+STOPPING = "stopping"
 
 
 class LeaseUnavailable(Exception):
@@ -94,7 +95,7 @@ class RedisLease:
         if self._loop.running:
             self._loop.stop()
         was_leader = self.role == LEADER
-        self._set_role(STANDBY, None, "stopping")
+        self._set_role(STANDBY, None, STOPPING)
         if was_leader:
             try:
                 released = await self._store.release(self.holder_id)
@@ -185,5 +186,7 @@ class RedisLease:
                           reason=reason)
         else:
             self._renewed_at = None
-            self.log.warn("HA: stopped acting, now standby ({reason}); leader {leader}, "
-                          "epoch {epoch}", reason=reason, leader=leader_id, epoch=self.epoch)
+            # A clean stop is routine; losing the lease while running is worth a warning.
+            emit = self.log.info if reason == STOPPING else self.log.warn
+            emit("HA: stopped acting, now standby ({reason}); leader {leader}, epoch {epoch}",
+                 reason=reason, leader=leader_id, epoch=self.epoch)

@@ -6,7 +6,6 @@ release (compare-and-`DEL`). A call made while the connection is down fails at o
 instead of waiting for a reconnect, so the lease's retry loop never stalls.
 """
 
-import txredisapi
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.ssl import optionsForClientTLS
@@ -64,6 +63,10 @@ class RedisLeaseStore:
     def __init__(self, reactor, ha_config, reply_timeout=None, reconnect_delay=None):
         """`reply_timeout` (default: retry_period) bounds each call: a Redis that does not
         answer in time has its connection dropped and re-opened."""
+        # txredisapi imports the global reactor: only once HA is configured, after the
+        # process has installed the reactor it runs on (asyncio).
+        import txredisapi
+
         self._reactor = reactor
         self._config = ha_config
         self._leader_key = f"{ha_config.key_prefix}:leader"

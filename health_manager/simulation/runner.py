@@ -20,6 +20,7 @@ from twisted.logger import (
 from health_manager.bus import NatsBus
 from health_manager.config import build_config
 from health_manager.manager import Manager
+from health_manager.simulation import ha_run
 from health_manager.simulation.foundation import Foundation, Scenario, demo_config
 from health_manager.simulation.nats_server import NatsServer
 from health_manager.simulation.view import Progress, View
@@ -60,7 +61,9 @@ def parse_args(argv):
     parser.add_argument("--plain", action="store_true",
                         help="plain periodic lines even on a terminal")
     parser.add_argument("--log", metavar="FILE", help="write the full log to FILE")
+    ha_run.add_arguments(parser)
     args = parser.parse_args(argv)
+    ha_run.check_arguments(parser, args)
     for name in ("apps", "instances", "deas"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
@@ -265,6 +268,8 @@ def main(argv=None, out=None):
     out = out or sys.stdout
     reactor = install_asyncio_reactor()
     errors = _start_logging(args, tty=not args.plain and out.isatty())
+    if args.ha:
+        return ha_run.run(reactor, args, out)
     run = SimulationRun(reactor, args, out, errors)
     reactor.addSystemEventTrigger("before", "shutdown", run.shutdown)
     reactor.callWhenRunning(run.begin)
