@@ -72,11 +72,15 @@ def cc(apps_list):
 
 
 def failover(kills):
-    period = 10
-    duration = period * (kills + 1)
+    from health_manager.simulation.ha_run import CHAOS_FRACTION
+
+    period = 8
+    # Leaders are killed only during the faults (the first CHAOS_FRACTION of the run).
+    duration = round(period * (kills + 0.5) / CHAOS_FRACTION)
     done = subprocess.run(
         [sys.executable, "-m", "health_manager.cli", "simulate", "--ha", "3",
          "--kill-leader-every", str(period), "--duration", str(duration), "--plain",
+         "--seed", "7",
          "--json-summary"],
         env=child_env(), capture_output=True, text=True, timeout=duration + 120)
     summary = json.loads(done.stdout.strip().splitlines()[-1])

@@ -175,6 +175,7 @@ class HaSimulationRun:
             self._spawn()
         self.foundation.populate()
         self._began = time.monotonic()
+        self._redis_commands_at_begin = self.redis.commands_processed()
         self.phase = "chaos"
         chaos_end = self._args.duration * CHAOS_FRACTION
         self._every(self._args.fault_interval, self._inject_fault, now=False)
@@ -350,6 +351,12 @@ class HaSimulationRun:
     def summary(self):
         snapshot = self.foundation.snapshot()
         took = [f.took_over for f in self.failovers if f.took_over is not None]
+        elapsed = time.monotonic() - self._began
+        try:
+            redis_rate = (self.redis.commands_processed()
+                          - self._redis_commands_at_begin) / elapsed
+        except OSError:
+            redis_rate = None
         first = [f.first_start for f in self.failovers if f.first_start is not None]
         return {
             "healed": snapshot.healthy and self.duplicate_starts() == 0,
@@ -362,6 +369,8 @@ class HaSimulationRun:
             "first_start_s": sorted(round(t, 2) for t in first),
             "duplicate_starts_after_failover": self.duplicate_starts(),
             "starts": len(self.starts),
+            "instances": self.scenario.apps * self.scenario.instances,
+            "redis_commands_per_s": redis_rate,
             "starts_refused_by_cc": snapshot.starts_refused,
             "logs": self.workdir,
         }
@@ -383,6 +392,9 @@ class HaSimulationRun:
             if summary["first_start_s"]:
                 self._print(f"SIGKILL -> first start for the instance crashed at the kill "
                             f"(s): {summary['first_start_s']}")
+            if summary["redis_commands_per_s"] is not None:
+                self._print(f"Redis: {summary['redis_commands_per_s']:.1f} commands/s for "
+                            f"{self._args.ha} HMs (one lease call per HM per retry period)")
             self._print(f"HM logs: {self.workdir}")
             if self._args.json_summary:
                 self._print(json.dumps(summary))

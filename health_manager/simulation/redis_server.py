@@ -79,6 +79,24 @@ class RedisServer:
         except OSError:
             return False
 
+    def commands_processed(self):
+        """Redis's own count of the commands it has processed since it started."""
+        with socket.create_connection((self.host, self.port), timeout=2) as s:
+            if self.password:
+                s.sendall(f"AUTH {self.password}\r\n".encode())
+                s.recv(64)
+            s.sendall(b"INFO stats\r\n")
+            reply = b""
+            while b"total_commands_processed:" not in reply or not reply.endswith(b"\r\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        for line in reply.decode().splitlines():
+            if line.startswith("total_commands_processed:"):
+                return int(line.split(":", 1)[1])
+        raise RuntimeError("redis INFO had no total_commands_processed")
+
     def stop(self, timeout=5.0):
         """Terminate the server (SIGKILL if it lingers). Safe to call twice."""
         process, self._process = self._process, None
