@@ -249,9 +249,9 @@ _HA_KEYS = ("redis", "lease_duration", "renew_deadline", "retry_period", "key_pr
 
 def parse_ha(raw, warnings):
     """The `ha` section as HaConfig, or None without one (or in black-box test mode)."""
-    section = _section(raw, "ha")
-    if not section:
+    if raw.get("ha") is None:
         return None
+    section = _section(raw, "ha")
     if raw.get("black_box_test_mode") is True:
         warnings.append("config key 'ha' ignored in black-box test mode (one HM, no Redis)")
         return None

@@ -7,7 +7,9 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from health_manager.config import build_config
-from health_manager.ha.lease import LeaseUnavailable
+from zope.interface.verify import verifyObject
+
+from health_manager.ha.lease import ILeaseStore, LeaseUnavailable
 from health_manager.ha.redis import RedisLeaseStore
 from health_manager.simulation.redis_server import RedisServer
 
@@ -40,6 +42,7 @@ class RedisLeaseStoreTests(unittest.TestCase):
     async def test_scripts_acquire_renew_release(self):
         """One holder at a time; epochs count acquisitions; renew and release compare ids."""
         a, b = self.make_store(), self.make_store()
+        verifyObject(ILeaseStore, a)
         await self.until(lambda: a.connected and b.connected)
         self.assertEqual(await a.acquire("a", 3000), (True, 1, "a"))
         self.assertEqual(await b.acquire("b", 3000), (False, 1, "a"))

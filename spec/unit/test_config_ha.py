@@ -75,10 +75,17 @@ class HaConfigTests(SynchronousTestCase):
         self.assertNotIn("hunter2", str(caught.exception))
 
     def test_redis_missing(self):
-        """An `ha` section without `redis` fails on ha.redis."""
+        """An `ha` section without `redis` (also an empty one) fails on ha.redis."""
+        for section in ({"lease_duration": 15}, {}):
+            with self.assertRaises(ConfigError) as caught:
+                build(section)
+            self.assertEqual(caught.exception.key, "ha.redis")
+
+    def test_not_a_mapping(self):
+        """`ha` must be a mapping."""
         with self.assertRaises(ConfigError) as caught:
-            build({"lease_duration": 15})
-        self.assertEqual(caught.exception.key, "ha.redis")
+            build("redis://127.0.0.1")
+        self.assertEqual(caught.exception.key, "ha")
 
     def test_unknown_key_warned(self):
         """An unknown key inside `ha` is a warning, not an error."""
