@@ -9,6 +9,7 @@ instead of waiting for a reconnect, so the lease's retry loop never stalls.
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.ssl import optionsForClientTLS
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from health_manager.ha.lease import ILeaseStore, LeaseUnavailable
@@ -60,6 +61,8 @@ def _text(value):
 class RedisLeaseStore:
     """The lease of `key_prefix` in one Redis, reached through a reconnecting connection."""
 
+    log = Logger()
+
     def __init__(self, reactor, ha_config, reply_timeout=None, reconnect_delay=None):
         """`reply_timeout` (default: retry_period) bounds each call: a Redis that does not
         answer in time has its connection dropped and re-opened."""
@@ -79,6 +82,9 @@ class RedisLeaseStore:
         # a Redis that is back must let someone lead again within about one retry period.
         self._factory.initialDelay = reconnect_delay or ha_config.retry_period / 2
         self._factory.maxDelay = reconnect_delay or ha_config.retry_period
+        # Fires once, on the first connection or a refusal (a wrong password): the refusal
+        # is logged here, and every call then fails with LeaseUnavailable.
+        self._factory.deferred.addCallbacks(lambda _: None, self._refused)
         self._started = False
 
     @property
@@ -130,6 +136,10 @@ class RedisLeaseStore:
                                 [self._leader_key, self._epoch_key], list(args))
         d.addErrback(self._unavailable)
         return d
+
+    def _refused(self, failure):
+        self.log.error("HA: Redis {address} refused the connection: {error}",
+                       address=self.address, error=failure.getErrorMessage())
 
     def _unavailable(self, failure):
         raise LeaseUnavailable(f"Redis {self.address}: {failure.getErrorMessage()}")

@@ -4,6 +4,7 @@ import time
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from health_manager.config import build_config
@@ -112,8 +113,15 @@ class RedisLeaseStoreTests(unittest.TestCase):
         self.assertEqual(answers, [(True, 1, "a")])
 
     async def test_wrong_password_is_unavailable(self):
-        """A wrong password never connects: calls fail with LeaseUnavailable."""
+        """A wrong password never connects: one error line, calls fail with
+        LeaseUnavailable."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
         a = self.make_store(url=f"redis://:wrong@127.0.0.1:{self.server.port}/0")
         await deferLater(reactor, 0.3)
         with self.assertRaises(LeaseUnavailable):
             await a.acquire("a", 3000)
+        refused = [e for e in events if "refused the connection" in e.get("log_format", "")]
+        self.assertEqual(len(refused), 1)
+        self.assertNotIn("wrong", formatEvent(refused[0]).replace("WRONGPASS", ""))
