@@ -5,6 +5,10 @@ own process serves full desired-state passes at `batch_size` 500 to one HM-side 
 measured on the CC process: CPU seconds, requests and bytes written per pass. Every standby
 fetching at the normal cadence adds one such pass per `desired_state_update`.
 
+`python -m bench.ha leader [RUNS]`: the leader's ingest rate (100k tracked instances) and
+crash -> start p99 under load, an HA leader (its Nudger gated by a Redis lease) against a
+single HM, interleaved in the same run; Redis commands per second meanwhile.
+
 `python -m bench.ha failover [KILLS]`: `simulate --ha 3` with the leader SIGKILLed every
 few seconds; the failover times from its summary (SIGKILL -> another HM leads; SIGKILL ->
 the new leader's first health.start).
@@ -88,9 +92,36 @@ def failover(kills):
     return summary
 
 
+def leader(runs):
+    from bench import ingest, latency
+    from health_manager.simulation.redis_server import RedisServer
+
+    redis = RedisServer(die_with_parent=True).start()
+    try:
+        rows = {"single": [], "leader": []}
+        for _ in range(runs):
+            for name, url in (("single", None), ("leader", redis.url)):
+                commands, started = redis.commands_processed(), time.monotonic()
+                rate = ingest.measure(100_000, 3_000, url)
+                p99 = latency.measure(300, True, url)
+                rows[name].append({
+                    "ingest_rate": rate["rate"], "cpu_s_per_million":
+                    rate["cpu_s_per_million"], "crash_start_p99": p99["p99"],
+                    "answered": p99["answered"],
+                    "redis_commands_per_s": (redis.commands_processed() - commands)
+                    / (time.monotonic() - started)})
+        return {name: {"runs": measured, **{key: median([m[key] for m in measured])
+                                            for key in measured[0]}}
+                for name, measured in rows.items()}
+    finally:
+        redis.stop()
+
+
 if __name__ == "__main__":
     what, *args = sys.argv[1:]
     if what == "cc":
         print(json.dumps(cc([int(a) for a in args] or [10_000, 100_000]), indent=1))
+    elif what == "leader":
+        print(json.dumps(leader(int(args[0]) if args else 2), indent=1))
     elif what == "failover":
         print(json.dumps(failover(int(args[0]) if args else 4), indent=1))
