@@ -94,6 +94,10 @@ class RedisLease:
         retry instead of waiting for the lease to expire."""
         if self._loop.running:
             self._loop.stop()
+        if self._in_flight is not None:
+            # Its answer decides whether there is a lease to release (an acquire may have
+            # just succeeded); it fires within the store's reply timeout.
+            await self._in_flight
         was_leader = self.role == LEADER
         self._set_role(STANDBY, None, STOPPING)
         if was_leader:

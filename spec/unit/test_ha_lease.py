@@ -157,6 +157,22 @@ class LeaseTests(SynchronousTestCase):
         rig.clock.advance(RETRY)
         self.assertEqual(rig.acting(), ["hm-1"])
 
+    def test_stop_waits_for_an_acquire_in_flight(self):
+        """A stop during an acquire that then succeeds still releases the lease."""
+        rig = Rig(self, 2)
+        rig.start()
+        standby = rig.leases[1]
+        self.successResultOf(defer.Deferred.fromCoroutine(rig.leases[0].stop()))
+        rig.store.slow = True
+        rig.clock.advance(RETRY)  # the standby's acquire is out
+        stopping = defer.Deferred.fromCoroutine(standby.stop())
+        self.assertNoResult(stopping)
+        rig.store.slow = False
+        rig.store.answer_held()
+        self.successResultOf(stopping)
+        self.assertIsNone(rig.store.holder)
+        self.assertFalse(standby.is_acting())
+
     def test_pause_past_deadline_silences_at_once(self):
         """After a pause longer than renew_deadline, is_acting() is False before any timer."""
         rig = Rig(self)
