@@ -203,10 +203,19 @@ class HaProcessTests(TestCase):
         Redis restarted: one leader, and the index is then started once."""
         cluster = await HaCluster(self).start()
         await cluster.one_leader()
+        stopped_at = time.monotonic()
         cluster.redis.stop()
-        await sleep(DEADLINE + RETRY + 0.2)
-        roles = await cluster.roles()
-        self.assertEqual([v["ha_role"] for v in roles.values()], ["standby"] * 3)
+
+        async def all_standby():
+            roles = await cluster.roles()
+            return len(roles) == 3 and all(v["ha_role"] == "standby" for v in roles.values())
+
+        while not await all_standby():
+            self.assertLess(time.monotonic() - stopped_at, DEADLINE + RETRY + 1.5)
+            await sleep(0.05)
+        # The leader stops at its first retry after renew_deadline (is_acting() is False
+        # from the deadline itself); the standbys never acted.
+        self.assertGreaterEqual(time.monotonic() - stopped_at, DEADLINE - RETRY)
         since = time.monotonic()
         cluster.crash(1)
         await sleep(LEASE)  # droplet_lost passes: the index is missing, yet no one acts
@@ -219,5 +228,7 @@ class HaProcessTests(TestCase):
         self.assertEqual(len(cluster.foundation.starts(since)), 1)
         for hm in cluster.hms:
             output = hm.output()
-            self.assertEqual(output.count("lease store unreachable"), 1, output)
+            # Once for the outage, not once per retry (there were ~10 retries); a second
+            # line is allowed for a reply timeout on a loaded machine as Redis comes back.
+            self.assertIn(output.count("lease store unreachable"), (1, 2), output)
             self.assertNotIn("Traceback", output)
