@@ -113,6 +113,10 @@ class Nudger:
         self._heap.clear()
         return count
 
+    def is_acting(self):
+        """Whether a start or stop decided now would be sent (HA: this HM leads)."""
+        return self._acting()
+
     def _acting(self):
         """Ask the leadership now; log once per change, not once per message."""
         acting = self._leadership.is_acting()

@@ -43,3 +43,16 @@ class TakeoverTests(SynchronousTestCase):
             rig.analyze()
             rig.nudger.drain()
         self.assertEqual([s["indices"] for s in rig.starts()], [[1]])
+
+    def test_long_missing_index_started_at_promotion(self):
+        """An index missing for long (the old leader failed to start it) is started at the
+        first analysis after promotion, not a droplet_lost later."""
+        rig = self.rig
+        for _ in range(int(3 * rig.intervals.droplet_lost / 5)):
+            rig.advance(5)
+            rig.heartbeat(rig.beat("g0", 0))  # index 1 stays missing
+            rig.analyze()
+        self.assertEqual(rig.starts(), [])
+        self.leadership.acting = True
+        rig.analyze()
+        self.assertEqual([s["indices"] for s in rig.starts()], [[1]])
