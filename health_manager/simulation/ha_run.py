@@ -259,12 +259,19 @@ class HaSimulationRun:
         self._reactor.callLater(1.0, self._replace, leader)
 
     def _crash_one(self):
-        guid = self.foundation.crash_random()
-        for dea in self.foundation.deas:
-            instance = dea.instances.get(guid)
-            if instance is not None:
-                return (instance.droplet, instance.index)
-        return None
+        """Crash a RUNNING instance of a steady app (neither crashy nor flapping, so its
+        restart is an ordinary crash restart, not a delayed flapping one)."""
+        foundation = self.foundation
+        steady = [(dea, instance) for dea in foundation.active_deas()
+                  for instance in dea.instances.values()
+                  if instance.state == "RUNNING"
+                  and instance.droplet not in foundation.crashy_apps
+                  and instance.droplet not in foundation.flapping_apps]
+        if not steady:
+            return None
+        dea, instance = self._rng.choice(steady)
+        dea.crash(instance.guid)
+        return (instance.droplet, instance.index)
 
     def _replace(self, dead):
         dead.reap()
