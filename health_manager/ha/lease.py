@@ -10,7 +10,7 @@ the loop keeps trying, and each change is logged once.
 
 import time
 
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.logger import Logger, LogLevel
 from zope.interface import Attribute, Interface, implementer
 
