@@ -114,6 +114,13 @@ class RedisLease:
     # -- the retry loop ------------------------------------------------------------------
 
     def _tick(self):
+        # A LoopingCall that raises stops for good: every tick catches and logs.
+        try:
+            self._try_once()
+        except Exception:
+            self.log.failure("HA: lease retry failed", level=LogLevel.error)
+
+    def _try_once(self):
         if self.role == LEADER and not self.is_acting():
             self._set_role(STANDBY, None,
                            f"lease not renewed for {self._renew_deadline} s (renew_deadline)")

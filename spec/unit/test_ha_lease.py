@@ -278,3 +278,19 @@ class LeaseTests(SynchronousTestCase):
         self.flushLoggedErrors(ValueError)
         self.assertEqual(
             [e for e in logs.events if e.get("log_level") == LogLevel.critical], [])
+
+    def test_store_raising_does_not_stop_the_loop(self):
+        """A store call that raises (instead of failing its Deferred) is logged each time;
+        the retry loop keeps running."""
+        logs = LogCapture(self)
+        rig = Rig(self)
+
+        def broken(holder, ttl, seen):
+            raise RuntimeError("broken store")
+
+        rig.store.acquire = broken
+        rig.start()
+        rig.advance(RETRY * 2)
+        self.assertTrue(rig.leases[0]._loop.running)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 3)
+        self.assertEqual(len([e for e in logs.events if e.get("log_failure")]), 3)
