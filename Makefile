@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 ARGS ?=
 
-.PHONY: simulate test bench install
+.PHONY: simulate test soak bench install
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ simulate: install
 test: install
 	$(VENV)/bin/pip install --quiet --no-deps --force-reinstall .
 	$(VENV)/bin/python -m twisted.trial --reactor=asyncio spec
+
+# The convergence property over 10,000 random foundations in fake time (about 20 minutes).
+soak: install
+	$(VENV)/bin/pip install --quiet --no-deps --force-reinstall .
+	HM_CONVERGENCE_EXAMPLES=10000 $(VENV)/bin/python -m twisted.trial spec.unit.test_convergence
 
 # Benchmarks (about 10 minutes on 2 cores); figures go to bench/RESULTS.md by hand.
 bench: install

@@ -79,8 +79,8 @@ def hm_child(url, user, password):
     registry = DropletRegistry()
     metrics = Metrics()
     desired = DesiredState(config, scheduler, bus, HTTPClient(Agent(reactor, pool=pool)),
-                           metrics, on_app=lambda app: registry.apply_desired(
-                               app, scheduler.now()), io_clock=reactor)
+                           metrics, on_app=lambda app, asked_at: registry.apply_desired(
+                               app, scheduler.now(), asked_at), io_clock=reactor)
     stalls = StallMonitor(reactor)
     gc_policy = GcPolicy()
     gc_policy.install()

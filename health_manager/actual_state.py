@@ -119,16 +119,22 @@ class ActualState:
         self._freshness.on_heartbeat()
         now = self._scheduler.now()
         get_or_create = self._registry.get_or_create
-        on_extra = self._harmonizer.on_heartbeat_extra
+        droplet_lost = self._intervals.droplet_lost
+        crowded = None
         skipped = 0
         for beat in beats:
             if beat is None:
                 skipped += 1
                 continue
             droplet = get_or_create(beat.droplet, now)
-            extra = droplet.process_heartbeat(beat, now)
-            if extra is not None:
-                on_extra(droplet, beat.version, extra)
+            if droplet.process_heartbeat(beat, now, droplet_lost) is not None:
+                if crowded is None:
+                    crowded = {}
+                crowded[droplet.id] = droplet
+        if crowded is not None:
+            # After the whole message: its other entries may say who else runs.
+            for droplet in crowded.values():
+                self._harmonizer.on_heartbeat_duplicate(droplet)
         self._metrics.instance_heartbeats_received += len(beats) - skipped
         if skipped:
             self._metrics.skip_entry(HEARTBEAT, skipped)
@@ -161,19 +167,15 @@ class ActualState:
     def _apply_exit(self, droplet_id, version, guid, index, reason, crash_timestamp):
         now = self._scheduler.now()
         droplet = self._registry.get_or_create(droplet_id, now)
-        instance = droplet.process_exit(version, index, guid, now)
+        instance, held = droplet.process_exit(version, index, guid, now)
         if reason == EXIT_CRASHED:
             intervals = self._intervals
             droplet.process_exit_crash(instance, guid, crash_timestamp,
                                        intervals.flapping_timeout, intervals.flapping_death,
-                                       now)
-            if instance.guid is not None and instance.guid != guid:
-                self.log.warn("unexpected instance_id {guid} crashed on app_id={droplet} "
-                              "index={index}, slot holds {current}", guid=guid,
-                              droplet=droplet_id, index=index, current=instance.guid)
-            self._harmonizer.on_exit_crashed(droplet, version, index, instance)
+                                       now, held)
+            self._harmonizer.on_exit_crashed(droplet, version, index, instance, held)
         elif reason == EXIT_DEA_SHUTDOWN or reason == EXIT_DEA_EVACUATION:
-            self._harmonizer.on_exit_dea(droplet, index)
+            self._harmonizer.on_exit_dea(droplet, version, index, held)
         elif reason == EXIT_STOPPED:
             self._harmonizer.on_exit_stopped(droplet, index)
         else:

@@ -23,6 +23,53 @@ from health_manager.config import redact_uri
 from health_manager.interfaces import BusMessage, IMessageBus, ISubscription, RequestTimeout
 
 _STATUS = nats.js.api.Header.STATUS.value
+# While NATS is unreachable: one line when it becomes so, then a reminder at most this often.
+UNREACHABLE_REMINDER = 60.0
+
+
+class OutageLog:
+    """The log of one NATS outage: a line when the state changes (unreachable, connected
+    again) and a reminder each `reminder` seconds in between, never a line per attempt."""
+
+    log = Logger(namespace="health_manager.bus.NatsBus")
+
+    def __init__(self, clock, url, cap, reminder=UNREACHABLE_REMINDER):
+        """`cap` is the longest wait between two attempts (the backoff's ceiling)."""
+        self._clock = clock
+        self._url = url
+        self._cap = cap
+        self._reminder = reminder
+        self._since = None  # when the outage began, None while connected
+        self._logged_at = None
+        self.failures = 0
+
+    def disconnected(self):
+        """The link dropped (its own line was logged): the outage starts now."""
+        if self._since is None:
+            self._since = self._logged_at = self._clock.seconds()
+            self.failures = 0
+
+    def failed(self, error, retry):
+        """One failed attempt; `retry` is the current delay before the next one."""
+        now = self._clock.seconds()
+        self.failures += 1
+        if self._since is None:
+            self._since = self._logged_at = now
+            self.log.warn("NATS unreachable at {url}: {error}; retrying after {retry:g} s, "
+                          "backing off to every {cap:g} s; a reminder every {reminder:g} s",
+                          url=self._url, error=error, retry=retry, cap=self._cap,
+                          reminder=self._reminder)
+        elif now - self._logged_at >= self._reminder:
+            self._logged_at = now
+            self.log.warn("NATS still unreachable at {url} after {seconds:.0f} s and "
+                          "{attempts} attempts: {error}", url=self._url, error=error,
+                          seconds=now - self._since, attempts=self.failures)
+
+    def connected(self):
+        """Connected: returns (seconds, failed attempts) of the outage that ended, if any."""
+        since, self._since = self._since, None
+        failures, self.failures = self.failures, 0
+        return None if since is None else (self._clock.seconds() - since, failures)
 
 
 class ReplyGatherer:
@@ -135,6 +182,9 @@ class NatsBus:
         self.connected = False
         self.dropped_publications = 0
         self.slow_consumer_drops = 0
+        self.reconnects = 0  # connections regained after the first
+        self._ever_connected = False
+        self._outage = OutageLog(reactor, self._safe_url, max_retry_delay)
         self._last_slow_consumer_log = None
         self._listeners = []
         self._subscriptions = []
@@ -147,6 +197,11 @@ class NatsBus:
         self._connect_task = None
         self._stopping = False
         self._nuid = NUID()
+
+    @property
+    def failed_attempts(self):
+        """Connection attempts failed in the current outage (0 while connected)."""
+        return self._outage.failures
 
     # --- IMessageBus -----------------------------------------------------------------------
 
@@ -204,8 +259,7 @@ class NatsBus:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                self.log.warn("NATS connect to {url} failed: {error}; retrying in {delay} s",
-                              url=self._safe_url, error=self._scrub(error), delay=delay)
+                self._outage.failed(self._scrub(error), delay)
                 await self._close_quietly(client)
                 await self._sleep(delay)
                 delay = min(delay * 2, self._max_retry_delay)
@@ -278,8 +332,12 @@ class NatsBus:
             if isinstance(error, nats.errors.SlowConsumerError):
                 self._slow_consumer(error.subject)
             elif not self.connected:
-                self.log.warn("NATS connection to {url} failed: {error}",
-                              url=self._safe_url, error=self._scrub(error))
+                # nats-py waits `reconnect_time_wait` between attempts and reads it anew
+                # each time: doubling it (up to max_retry_delay) is the capped backoff.
+                options = client.options
+                wait = options.get("reconnect_time_wait", self._reconnect_time_wait)
+                self._outage.failed(self._scrub(error), wait)
+                options["reconnect_time_wait"] = min(wait * 2, self._max_retry_delay)
             else:
                 self.log.warn("NATS error on {url}: {error}",
                               url=self._safe_url, error=self._scrub(error))
@@ -290,8 +348,21 @@ class NatsBus:
             return
         self.connected = connected
         if connected:
-            self.log.info("NATS connected to {url}", url=self._safe_url)
+            if self._ever_connected:
+                self.reconnects += 1
+            self._ever_connected = True
+            client = self._client
+            if client is not None and getattr(client, "options", None) is not None:
+                client.options["reconnect_time_wait"] = self._reconnect_time_wait
+            outage = self._outage.connected()
+            if outage is None:
+                self.log.info("NATS connected to {url}", url=self._safe_url)
+            else:
+                self.log.info("NATS connected to {url} after {seconds:.0f} s and {attempts} "
+                              "failed attempts", url=self._safe_url, seconds=outage[0],
+                              attempts=outage[1])
         else:
+            self._outage.disconnected()
             self.log.warn("NATS disconnected from {url}", url=self._safe_url)
         for listener in list(self._listeners):
             try:

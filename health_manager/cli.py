@@ -1,5 +1,6 @@
-"""The `health_manager` console script: `simulate` runs the simulated foundation; anything
-else runs the health manager itself in the foreground (`twistd -n health_manager ...`)."""
+"""The `health_manager` console script: `simulate` runs the simulated foundation, `dump`
+prints what a running health manager holds (over its HTTP API); anything else runs the
+health manager itself in the foreground (`twistd -n health_manager ...`)."""
 
 import os
 import shutil
@@ -24,6 +25,10 @@ def main(argv=None):
         from health_manager.simulation.runner import main as simulate
 
         return simulate(argv[1:])
+    if argv[:1] == ["dump"]:
+        from health_manager.dump import main as dump
+
+        return dump(argv[1:])
     command = twistd_command(argv)
     os.execv(command[0], command)
 

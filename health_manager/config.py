@@ -4,6 +4,7 @@ Every key of the Ruby original is read with its default; `0` is a value, not "un
 Invalid values raise ConfigError naming the key; unknown keys become warnings.
 """
 
+import difflib
 import os
 import secrets
 from urllib.parse import urlsplit
@@ -16,7 +17,12 @@ class ConfigError(Exception):
     """A configuration value that the health manager cannot run with."""
 
     def __init__(self, key, problem):
-        where = key if key.startswith("--") else f"config key {key!r}"
+        if key.startswith("--"):
+            where = key
+        elif key.isupper():
+            where = f"environment variable {key}"
+        else:
+            where = f"config key {key!r}"
         super().__init__(f"{where}: {problem}")
         self.key = key
         self.problem = problem
@@ -27,6 +33,12 @@ LOG_LEVELS = ("off", "fatal", "error", "warn", "info", "debug", "debug1", "debug
 
 @attrs.frozen
 class Intervals:
+    """HM 2.0's code DEFAULTS. Checked against cf-release's health_manager_next job spec:
+    droplet_lost, droplets_analysis, flapping_*, min/max_restart_delay agree; where the
+    two differ the field says so."""
+
+    # cf-release's template writes `expected_state_update` (default 60), which HM 2.0
+    # never read, so this stays 60 there; it is warned about as having no effect.
     desired_state_update: float = 60
     desired_state_lost: float = 180
     droplet_lost: float = 30
@@ -37,7 +49,10 @@ class Intervals:
     flapping_timeout: float = 500
     min_restart_delay: int = 60
     max_restart_delay: float = 480
+    # HM 2.0's code default; its sample config/health_manager.yml said 10.
     delay_time_noise: float = 5
+    # HM 2.0's code default; cf-release's job spec defaulted to -1 (never give up). A
+    # drop-in keeps the code's 4; set -1 to behave as a cf-release deployment did.
     giveup_crash_number: int = 4
     droplet_gc_grace_period: float = 240
     droplet_gc: float = 300
@@ -48,6 +63,7 @@ class Intervals:
 
 @attrs.frozen
 class LoggingConfig:
+    # HM 2.0's default; cf-release's template hard-coded `debug`.
     level: str = "info"
     file: str | None = None
     syslog: str | None = None
@@ -101,8 +117,10 @@ _TIMER_PERIODS = {
     "bulk_credentials_timeout", "bulk_request_timeout",
 }
 _NEGATIVE_ALLOWED = {"giveup_crash_number"}
-# HM 2.0 read these but never used them; a warning says so instead of silence.
-_UNUSED_INTERVALS = {"analysis_delay", "postpone_update", "run_loop_interval"}
+# HM 2.0 read the first three but never used them; cf-release's health_manager_next job
+# wrote the last three, which HM 2.0 never read. A warning says so instead of silence.
+_UNUSED_INTERVALS = {"analysis_delay", "postpone_update", "run_loop_interval",
+                     "expected_state_update", "restart_timeout", "stable_state"}
 
 _TOP_LEVEL_KEYS = {
     "mbus", "local_route", "logging", "pid", "index", "bulk_api", "status", "cc_partition",
@@ -137,16 +155,16 @@ def build_config(raw, environ, token_hex=secrets.token_hex):
     if environ.get("MBUS_URI"):
         raw["mbus"] = environ["MBUS_URI"]
     logging_raw = _section(raw, "logging")
+    level_key = "logging.level"
     if environ.get("LOG_LEVEL"):
         logging_raw = dict(logging_raw, level=environ["LOG_LEVEL"])
         raw["logging"] = logging_raw
+        level_key = "LOG_LEVEL"
 
-    for key in raw:
-        if key not in _TOP_LEVEL_KEYS:
-            warnings.append(f"unknown config key {key!r} ignored")
+    _warn_unknown(raw, None, _TOP_LEVEL_KEYS, warnings)
 
     mbus = _required_str(raw, "mbus")
-    _check_nats_uri(mbus)
+    _check_nats_uri(mbus, "MBUS_URI" if environ.get("MBUS_URI") else "mbus")
 
     intervals_raw = _section(raw, "intervals")
     intervals = {}
@@ -156,7 +174,7 @@ def build_config(raw, environ, token_hex=secrets.token_hex):
         if key in _UNUSED_INTERVALS:
             warnings.append(f"config key {name!r} has no effect (HM 2.0 did not use it either)")
         elif key not in known_intervals:
-            warnings.append(f"unknown config key {name!r} ignored")
+            warnings.append(_unknown(name, key, known_intervals))
         elif value is not None:
             intervals[key] = _interval(name, key, value)
     intervals = Intervals(**intervals)
@@ -193,7 +211,7 @@ def build_config(raw, environ, token_hex=secrets.token_hex):
     if level is None:
         level = logging_raw.get("default_log_level", "info")
     if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
-        raise ConfigError("logging.level", f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+        raise ConfigError(level_key, f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
     for ignored in ("max_retries", "fluentd"):
         if logging_raw.get(ignored) is not None:
             warnings.append(f"config key 'logging.{ignored}' has no effect here")
@@ -320,7 +338,14 @@ def _section(raw, key):
 def _warn_unknown(section, prefix, known, warnings):
     for key in section:
         if key not in known:
-            warnings.append(f"unknown config key '{prefix}.{key}' ignored")
+            warnings.append(_unknown(key if prefix is None else f"{prefix}.{key}", key, known))
+
+
+def _unknown(name, key, known):
+    """The warning for an unknown key, with the closest known key as a hint."""
+    warning = f"unknown config key {name!r} ignored"
+    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+    return f"{warning} (did you mean {close[0]!r}?)" if close else warning
 
 
 def _required_str(section, key, name=None):
@@ -379,14 +404,15 @@ def _interval(name, key, value):
     return value
 
 
-def _check_nats_uri(uri):
+def _check_nats_uri(uri, key="mbus"):
     parts = urlsplit(uri)
     if parts.scheme not in ("nats", "tls") or not parts.hostname:
-        raise ConfigError("mbus", f"must be a nats://[user:password@]host:port URI, got {redact_uri(uri)!r}")
+        raise ConfigError(key, "must be a nats://[user:password@]host:port URI, got "
+                               f"{redact_uri(uri)!r}")
     try:
         parts.port
     except ValueError:
-        raise ConfigError("mbus", f"has an invalid port: {redact_uri(uri)!r}") from None
+        raise ConfigError(key, f"has an invalid port: {redact_uri(uri)!r}") from None
 
 
 def redact_uri(uri):

@@ -101,7 +101,9 @@ class DesiredState:
 
     def __init__(self, config, scheduler, bus, http_client, metrics, on_app,
                  jitter=random.random, io_clock=None, on_unreadable=None):
-        """`on_app(DesiredApp)` gets each valid entry; `on_unreadable(app_id)` the id of
+        """`on_app(DesiredApp, asked_at)` gets each valid entry with the time its page was
+        requested (an entry asked for before an app changed describes the old app);
+        `on_unreadable(app_id)` the id of
         each entry skipped as invalid (the app exists, its description is unusable)."""
         self._config = config
         self._scheduler = scheduler
@@ -132,6 +134,11 @@ class DesiredState:
         return (self.available and self._last_success is not None
                 and self._scheduler.now() - self._last_success
                 <= self._config.intervals.desired_state_lost)
+
+    @property
+    def last_success(self):
+        """Scheduler time the last complete bulk pass ended, or None before the first."""
+        return self._last_success
 
     def refresh(self):
         waiter = Deferred()
@@ -171,6 +178,7 @@ class DesiredState:
         while True:
             query = urlencode({"batch_size": self._config.bulk_api.batch_size,
                                "bulk_token": orjson.dumps(token).decode()})
+            asked_at = self._scheduler.now()
             page = await self._get_json(f"{self._base}/apps?{query}", credentials)
             if not isinstance(page, dict):
                 raise BulkError(f"/bulk/apps answered a JSON {type(page).__name__}, "
@@ -183,10 +191,10 @@ class DesiredState:
                                 f"not an object")
             if "bulk_token" not in page:
                 raise BulkError("/bulk/apps page has results but no bulk_token")
-            self._apply_page(results, totals)
+            self._apply_page(results, totals, asked_at)
             token = page["bulk_token"]
 
-    def _apply_page(self, results, totals):
+    def _apply_page(self, results, totals, asked_at):
         for app_id, entry in results.items():
             try:
                 app = parse_entry(app_id, entry)
@@ -199,7 +207,7 @@ class DesiredState:
                 continue
             totals.add(app.state, app.instances, app.memory)
             try:
-                self._on_app(app)
+                self._on_app(app, asked_at)
             except Exception:
                 self.log.failure("applying desired state of {app_id} failed", app_id=app_id)
 
@@ -260,6 +268,10 @@ class DesiredState:
         except CancelledError:
             raise
         except Exception as e:
+            if not self._bus.connected:
+                # The credentials come over NATS: without it there is no desired state.
+                raise BulkError(f"no bulk credentials on {subject}: NATS is not connected, "
+                                f"and the credentials come over NATS") from None
             raise BulkError(f"no bulk credentials on {subject}: {type(e).__name__}") from None
         try:
             reply = orjson.loads(replies[0].data)

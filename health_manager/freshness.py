@@ -32,6 +32,14 @@ class ActualFreshness:
         if self._since is None:
             self._since = self._scheduler.now()
 
+    def seconds_left(self):
+        """Seconds until the actual state becomes fresh: 0 when fresh, None while the bus
+        is disconnected (the window has not opened)."""
+        since = self._since
+        if since is None:
+            return None
+        return max(0.0, self._droplet_lost - (self._scheduler.now() - since))
+
     def is_fresh(self):
         since = self._since
         return since is not None and self._scheduler.now() - since >= self._droplet_lost

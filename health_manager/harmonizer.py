@@ -5,6 +5,13 @@ event is answered (PROTOCOL.md §5). Beyond HM 2.0 (DESIGN.md §6): stops always
 instances and count them in `running`; vanished instances are marked DOWN before the
 missing check; missing starts wait for a fresh actual state; no analysis action and no
 droplet GC while the desired state is stale.
+
+Every start and stop is one the CC acts on (§3.1, §3.2), and together they converge: a
+start counts held wanted indices in `running`, so duplicates and extras never block it; a
+start is sent only for a wanted index no instance holds, and is checked again when it
+leaves the queue; extras are chosen by index; a duplicate's stop names the same instance
+every time; and a STARTED app's stops wait until every wanted index runs, so that the
+`remaining` the CC computes is never below the desired count.
 """
 
 import random
@@ -65,14 +72,20 @@ class Harmonizer:
 
     # -- events from the actual state ----------------------------------------------------
 
-    def on_heartbeat_extra(self, droplet, version, guid):
-        """Two live guids on one slot (§5.3): stop the older one unless the app is stale."""
-        if droplet.desired_state_update_required:
+    def on_heartbeat_duplicate(self, droplet):
+        """A second instance was heard on a held index (§5.3): plan the droplet's stops now
+        rather than at its next analysis. Stops wait for a fresh, settled desired state."""
+        now = self._scheduler.now()
+        if (droplet.desired_state_update_required or not self._desired_state.is_fresh()
+                or droplet.is_extra(now, self._intervals.desired_state_lost)):
             return
-        self._stop(droplet, {guid: version}, droplet.running_counts(), "Instance mismatch")
+        self._plan_stops(droplet, now)
 
-    def on_exit_crashed(self, droplet, version, index, instance):
-        """A crash (§5.4): a LOW restart at once, or the flapping policy."""
+    def on_exit_crashed(self, droplet, version, index, instance, held):
+        """A crash (§5.4): a LOW restart at once, or the flapping policy, when the index is
+        wanted and no other instance holds it."""
+        if not self._needs_start(droplet, version, index, held, "crash"):
+            return
         if instance.state == FLAPPING:
             self._flapping_policy(droplet, version, index, instance, chatty=True)
         else:
@@ -81,10 +94,11 @@ class Harmonizer:
             # heartbeat before the missing check may start the same index a second time.
             droplet.reset_missing_check(self._scheduler.now())
 
-    def on_exit_dea(self, droplet, index):
+    def on_exit_dea(self, droplet, version, index, held):
         """DEA shutdown or evacuation (§5.4): restart elsewhere at HIGH priority."""
         droplet.reset_missing_check(self._scheduler.now())
-        self._queue_start(droplet, index, HIGH, "DEA exit")
+        if self._needs_start(droplet, version, index, held, "DEA exit"):
+            self._queue_start(droplet, index, HIGH, "DEA exit")
 
     def on_exit_stopped(self, droplet, index):
         droplet.reset_missing_check(self._scheduler.now())
@@ -94,10 +108,35 @@ class Harmonizer:
     def on_droplet_updated(self, droplet):
         """The CC changed the app (§5.7): wait for its new desired state."""
         droplet.reset_missing_check(self._scheduler.now())
-        droplet.desired_state_update_required = True
+        droplet.mark_updated(self._scheduler.now())
         # Every pending flapping restart, not HM 2.0's off-by-one scan of the live version.
         droplet.cancel_pending_restarts()
         self._scheduler.track(self._desired_state.refresh())
+
+    def _needs_start(self, droplet, version, index, held, event):
+        """Whether an exit of (version, index) leaves a wanted index without an instance.
+
+        HM 2.0 restarted every crashed or evacuated index (§5.4). Starting one that another
+        instance still holds (a duplicate's crash) or one the CC no longer wants (at or above
+        the desired count, a stopped app) would make a duplicate or an extra: the CC acts on
+        the start, since it does not check the index (§3.1), and the stop that follows
+        undoes it. An exit of another version than the live one starts nothing either: an
+        old version was replaced (the live version's own slot is judged by the missing
+        check), and a version the HM does not know yet means its desired state lags: a
+        start of the version it knows would be refused (§3.1)."""
+        if droplet.live_version is None:
+            return True  # _queue_start says why it cannot start without desired state
+        if version != droplet.live_version:
+            reason = f"version {version} is not the live version"
+        elif held:
+            reason = "another instance holds the index"
+        elif not droplet.wants(index):
+            reason = "the index is not wanted"
+        else:
+            return True
+        self.log.info("no start after {event}: {reason}: app_id={droplet} index={index}",
+                      event=event, reason=reason, droplet=droplet.id, index=index)
+        return False
 
     # -- analysis ------------------------------------------------------------------------
 
@@ -149,13 +188,8 @@ class Harmonizer:
             if missing and self._nudger.is_acting():
                 self.on_missing_instances(droplet, missing)
                 droplet.reset_missing_check(now)
-            # Counted before pruning, so the CC sees the instances being stopped; both
-            # skipped for the common droplet that has nothing to prune.
-            if droplet.may_have_extra_instances():
-                running = droplet.running_counts()
-                extras = droplet.prune_extra_instances()
-                if extras:
-                    self.on_extra_instances(droplet, extras, running)
+            if not droplet.desired_state_update_required:
+                self._plan_stops(droplet, now)
         else:
             droplet.mark_vanished_down(now, droplet_lost)
             if acting:
@@ -181,19 +215,26 @@ class Harmonizer:
             else:
                 self._queue_start(droplet, index, NORMAL, "missing")
 
-    def on_extra_instances(self, droplet, extras, running):
-        """Stop instances that should not run (§5.8); `extras` is guid -> (version, reason)."""
-        if droplet.desired_state_update_required:
-            return
-        reasons = sorted({reason for _, reason in extras.values()})
-        self._stop(droplet, {guid: version for guid, (version, _) in extras.items()},
-                   running, ", ".join(reasons))
+    def _plan_stops(self, droplet, now):
+        """Stop what should not run (§5.8), as far as the CC will act on it now."""
+        stops, running, held_back = droplet.plan_stops(now, self._intervals.droplet_lost)
+        if held_back:
+            self._metrics.stops_deferred += held_back
+            self.log.debug("{count} stops wait until every wanted index runs: "
+                           "app_id={droplet}", count=held_back, droplet=droplet.id)
+        if stops:
+            reasons = sorted({reason for _, reason in stops.values()})
+            self._stop(droplet, {guid: version for guid, (version, _) in stops.items()},
+                       running, ", ".join(reasons))
 
     def on_extra_app(self, droplet):
         """Stop every live instance of an app the CC no longer describes (§5.8)."""
-        instances = droplet.live_instances()
+        now = self._scheduler.now()
+        droplet_lost = self._intervals.droplet_lost
+        instances = droplet.live_instances(now, droplet_lost)
         if instances:
-            self._stop(droplet, instances, droplet.running_counts(), "Extra app")
+            self._stop(droplet, instances, droplet.stop_running_counts(now, droplet_lost),
+                       "Extra app")
 
     # -- garbage collection --------------------------------------------------------------
 
@@ -243,6 +284,12 @@ class Harmonizer:
             self.log.info("flapping restart dropped, instance forgotten: app_id={droplet} "
                           "index={index}", droplet=droplet.id, index=index)
             return
+        if not droplet.wants(index) or droplet.is_held(index, self._scheduler.now(),
+                                                       self._intervals.droplet_lost):
+            # HM 2.0 sent it anyway (§5.14.7) and made a duplicate.
+            self.log.info("flapping restart dropped, index no longer needs it: "
+                          "app_id={droplet} index={index}", droplet=droplet.id, index=index)
+            return
         self.log.info("flapping restart: app_id={droplet} index={index}",
                       droplet=droplet.id, index=index)
         self._nudger.publish_start(self._start_payload(droplet, index, flapping=True))
@@ -260,7 +307,23 @@ class Harmonizer:
             return
         self.log.info("queue start ({reason}): app_id={droplet} index={index}",
                       reason=reason, droplet=droplet.id, index=index)
-        self._nudger.queue_start(self._start_payload(droplet, index), priority)
+        self._nudger.queue_start(droplet.id, index, priority,
+                                 lambda: self._start_when_due(droplet, index, reason))
+
+    def _start_when_due(self, droplet, index, reason):
+        """The payload of a queued start as it leaves the queue, or None when the index no
+        longer needs it: the droplet was forgotten, the index is no longer wanted, or an
+        instance holds it now."""
+        now = self._scheduler.now()
+        if (self._registry.get(droplet.id) is not droplet or not droplet.wants(index)
+                or droplet.is_held(index, now, self._intervals.droplet_lost)):
+            self.log.info("queued start ({reason}) no longer needed: app_id={droplet} "
+                          "index={index}", reason=reason, droplet=droplet.id, index=index)
+            return None
+        # Its replacement needs droplet_lost seconds to heartbeat before the index may be
+        # judged missing again, however long the start waited in the queue.
+        droplet.reset_missing_check(now)
+        return self._start_payload(droplet, index)
 
     def _start_payload(self, droplet, index, flapping=False):
         return {
@@ -268,7 +331,7 @@ class Harmonizer:
             "last_updated": droplet.last_updated,
             "version": droplet.live_version,
             "indices": [index],
-            "running": droplet.running_counts(),
+            "running": droplet.start_running_counts(),
             "flapping": flapping,
         }
 
@@ -281,4 +344,4 @@ class Harmonizer:
             "instances": instances,
             "running": running,
             "version": droplet.live_version,
-        })
+        }, reason=reason)

@@ -66,6 +66,7 @@ class IDesiredState(Interface):
     """The Cloud Controller's desired state, as the policy sees it."""
 
     available = Attribute("True after a complete bulk pass succeeded, until a pass fails.")
+    last_success = Attribute("Scheduler time the last complete bulk pass ended, or None.")
 
     def is_fresh():
         """True when available and a complete bulk pass finished within

@@ -1,17 +1,21 @@
-"""Log output: the configured level, text or JSON lines, stdout or `logging.file`."""
+"""Log output: the configured level, text or JSON lines, stdout or `logging.file`, and
+the local syslog under the `logging.syslog` program name (as HM 2.0's steno did)."""
 
 import logging
 import sys
+import syslog
 
 from twisted.logger import (
     ILogObserver,
     FilteringLogObserver,
+    LegacyLogObserverWrapper,
     LogLevel,
     LogLevelFilterPredicate,
     Logger,
     jsonFileLogObserver,
     textFileLogObserver,
 )
+from twisted.python.syslog import SyslogObserver
 from zope.interface import implementer
 
 # Steno level names (HM 2.0's logger) mapped onto twisted.logger levels.
@@ -39,8 +43,9 @@ def twisted_level(steno_level):
     return _STENO_TO_TWISTED.get(steno_level)
 
 
-def make_observer(logging_config, stdout=None, also=()):
-    """An ILogObserver honouring `logging.level`, `logging.file` and `logging.json`.
+def make_observer(logging_config, stdout=None, also=(), syslog_observer=SyslogObserver):
+    """An ILogObserver honouring `logging.level`, `logging.file`, `logging.json` and
+    `logging.syslog`.
 
     `also` are observers that see every event whatever the level (e.g. per-level counts).
     """
@@ -52,13 +57,17 @@ def make_observer(logging_config, stdout=None, also=()):
     if level is None:
         sink = _Silence()
     else:
-        sink = jsonFileLogObserver(out) if logging_config.json else textFileLogObserver(out)
+        sinks = [jsonFileLogObserver(out) if logging_config.json else textFileLogObserver(out)]
+        if logging_config.syslog:
+            # Twisted's syslog observer, under the configured program name (the `ident`).
+            sinks.append(_SyslogSink(syslog_observer(logging_config.syslog)))
         predicate = LogLevelFilterPredicate(defaultLogLevel=level)
         # Twisted's ClientService (the Redis connection of HA) logs every reconnect attempt;
         # the HA lease logs the outage once instead.
         predicate.setLogLevelForNamespace("twisted.application._client_service",
                                           max(level, LogLevel.warn, key=_LEVELS_ORDER.index))
-        sink = FilteringLogObserver(sink, [predicate])
+        sink = FilteringLogObserver(sinks[0] if len(sinks) == 1 else _Fanout(sinks),
+                                    [predicate])
     if not also:
         return sink
     return _Fanout([sink, *also])
@@ -66,6 +75,22 @@ def make_observer(logging_config, stdout=None, also=()):
 
 _LEVELS_ORDER = [LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error,
                  LogLevel.critical]
+
+
+@implementer(ILogObserver)
+class _SyslogSink:
+    """Events to Twisted's SyslogObserver, each with the syslog priority of its level."""
+
+    _PRIORITIES = {LogLevel.critical: syslog.LOG_CRIT, LogLevel.error: syslog.LOG_ERR,
+                   LogLevel.warn: syslog.LOG_WARNING, LogLevel.info: syslog.LOG_INFO,
+                   LogLevel.debug: syslog.LOG_DEBUG}
+
+    def __init__(self, observer):
+        self._legacy = LegacyLogObserverWrapper(observer.emit)
+
+    def __call__(self, event):
+        priority = self._PRIORITIES.get(event.get("log_level"), syslog.LOG_INFO)
+        self._legacy(dict(event, syslogPriority=priority))
 
 
 @implementer(ILogObserver)

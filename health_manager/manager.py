@@ -16,6 +16,7 @@ from health_manager.actual_state import ActualState
 from health_manager.blackbox import BlackBoxDriver
 from health_manager.bus import NatsBus
 from health_manager.component import Component
+from health_manager.config import redact_uri
 from health_manager.desired_state import DesiredState
 from health_manager.freshness import ActualFreshness
 from health_manager.gc_policy import GcPolicy
@@ -28,7 +29,8 @@ from health_manager.model.registry import DropletRegistry
 from health_manager.nudger import Nudger
 from health_manager.reporter import Reporter
 from health_manager.scheduler import Scheduler
-from health_manager.status_server import LogCounts, StatusServer
+from health_manager.web.state_view import StateView
+from health_manager.web.status_server import LogCounts, StatusServer
 
 STOP_TIMEOUT = 4.0
 
@@ -41,17 +43,18 @@ class Manager(MultiService):
         self.config = config
         self.reactor = reactor
         intervals = config.intervals
+        self.metrics = Metrics()
         if config.black_box_test_mode:
             # Fake time starts at 1 and moves only on healthmanager.advance_time; work that
             # is "immediate" still runs on the real reactor.
             self.clock = task.Clock()
             self.clock.advance(1)
-            self.scheduler = Scheduler(self.clock, eventual=reactor)
+            self.scheduler = Scheduler(self.clock, eventual=reactor,
+                                       on_run=self.metrics.observe_run)
         else:
             self.clock = reactor
-            self.scheduler = Scheduler(reactor)
+            self.scheduler = Scheduler(reactor, on_run=self.metrics.observe_run)
         self.bus = bus if bus is not None else NatsBus(reactor, config.mbus)
-        self.metrics = Metrics()
         self.log_counts = LogCounts()
         self._http_pool = HTTPConnectionPool(reactor, persistent=True)
         self.http_client = http_client if http_client is not None else HTTPClient(
@@ -84,9 +87,12 @@ class Manager(MultiService):
             config, self.bus, self.registry, self.harmonizer, self.freshness, self.metrics,
             self.scheduler)
         self.reporter = Reporter(self.bus, self.registry, self.scheduler, self.metrics, config)
+        self.state_view = StateView(
+            config, self.scheduler, self.registry, self.metrics, self.desired_state,
+            self.freshness, self.leadership, self.bus, self.nudger, self.scheduler.now())
         self.status_server = StatusServer(
-            config, self.metrics, self.component, lambda: self.bus.connected, reactor,
-            reactor, log_counts=self.log_counts)
+            config, self.metrics, self.component, self.state_view, reactor, reactor,
+            log_counts=self.log_counts)
         self.status_server.setServiceParent(self)
         self.black_box = (BlackBoxDriver(self.bus, self.clock, self.scheduler, reactor,
                                          self.metrics)
@@ -98,9 +104,10 @@ class Manager(MultiService):
         self.gc_policy = GcPolicy()
         self.scheduler.at_interval(intervals.droplet_gc, self.gc_policy.sweep, "python_gc")
         self._started = None
+        self._waiting_for_nats = False
 
-    def _apply_desired(self, app):
-        self.registry.apply_desired(app, self.scheduler.now())
+    def _apply_desired(self, app, asked_at):
+        self.registry.apply_desired(app, self.scheduler.now(), asked_at)
 
     def startService(self):
         self.gc_policy.install()
@@ -124,10 +131,22 @@ class Manager(MultiService):
         self.component.announce(self.status_server.host)
         self.harmonizer.prepare()
         self.scheduler.start()
+        if self.bus.connected:
+            self._log_started()
+        else:
+            # "started" only once it can work: until then, say what it waits for.
+            self._waiting_for_nats = True
+            self.log.info("health manager waiting for NATS at {url}",
+                          url=redact_uri(self.config.mbus))
+
+    def _log_started(self):
+        self._waiting_for_nats = False
         self.log.info("health manager started (black-box mode: {black_box})",
                       black_box=self.config.black_box_test_mode)
 
     def _connection_changed(self, connected):
+        if connected and self._waiting_for_nats:
+            self._log_started()
         if connected:
             # DEAs answer healthmanager.start with a heartbeat at once: no 10 s wait.
             self.bus.publish("healthmanager.start", b"{}")

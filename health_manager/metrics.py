@@ -1,12 +1,98 @@
-"""Metrics: the counters and pass totals behind /varz, owned here and nowhere else.
+"""Metrics: the counters and pass totals behind /varz and /metrics, owned here and nowhere else.
 
 Counters are live (HM 2.0 copied them into varz only at the end of passes, so they were
 stale). Per-pass aggregates (realtime analysis totals, desired totals) show the last
 completed pass, and exist with zero values from start-up because the collector reads
 `total` and `running` without a nil check.
+
+`/varz` (`Metrics.varz`) and `/metrics` (`Metrics.families`, rendered by
+health_manager/web/prometheus.py) are two renderings of these same counters. The Prometheus
+families follow Prometheus naming: a `health_manager_` prefix, `_total` counters,
+`_seconds` units, labels from small fixed sets only (never an app guid). A gauge whose
+state is not fresh is NaN, and one that has no value yet is absent: never a stale number.
 """
 
+import math
+
 import attrs
+
+from health_manager.constants import HIGH, LOW, NORMAL
+
+PREFIX = "health_manager_"
+NAN = math.nan
+
+# Start reasons by queue priority: the Harmonizer gives each reason its own priority
+# (evacuation HIGH, missing NORMAL, crash LOW); flapping restarts bypass the queue.
+START_REASONS = {HIGH: "evacuation", NORMAL: "missing", LOW: "crashed"}
+PRIORITY_NAMES = {HIGH: "high", NORMAL: "normal", LOW: "low"}
+FLAPPING_START = ("flapping", "immediate")
+# The Harmonizer's stop reasons (health.stop carries none on the wire) -> label values.
+STOP_REASONS = {
+    "Instance mismatch": "instance_mismatch",
+    "Extra app": "extra_app",
+    "Droplet state is STOPPED": "app_stopped",
+    "Extra instance": "extra_instance",
+    "Live version mismatch": "version_mismatch",
+}
+UNCLASSIFIED = "unclassified"
+# Subjects of the received-message counters, for the `subject` label.
+RECEIVED_SUBJECTS = (
+    ("heartbeat_msgs_received", "dea.heartbeat"),
+    ("droplet_exited_msgs_received", "droplet.exited"),
+    ("droplet_updated_msgs_received", "droplet.updated"),
+    ("healthmanager_status_msgs_received", "healthmanager.status"),
+    ("healthmanager_health_request_msgs_received", "healthmanager.health"),
+    ("healthmanager_droplet_request_msgs_received", "healthmanager.droplet"),
+)
+HA_ROLES = ("single", "leader", "standby")
+# Analysis pass and slice durations, in seconds: a slice should stay far below 20 ms.
+PASS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+SLICE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
+ANALYSIS_TASKS = ("droplets_analysis", "droplets_analysis slice")
+
+
+class Histogram:
+    """Bucket counts, sum and count of observed values (Prometheus histogram semantics)."""
+
+    __slots__ = ("bounds", "counts", "sum", "count")
+
+    def __init__(self, bounds):
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value):
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self):
+        """[(upper bound, cumulative count)] ending with +Inf."""
+        total = 0
+        buckets = []
+        for bound, count in zip(self.bounds, self.counts):
+            total += count
+            buckets.append((bound, total))
+        buckets.append((math.inf, self.count))
+        return buckets
+
+
+@attrs.frozen
+class HealthFacts:
+    """State the Metrics do not own, read at scrape time (built by web.state_view)."""
+
+    nats_connected: bool
+    nats_reconnects: int
+    actual_fresh: bool
+    desired_fresh: bool
+    desired_age: float | None  # seconds since the last complete bulk pass, None before it
+    ha_role: str
+    ha_epoch: int | None
+    ha_transitions: int
 
 
 @attrs.define(slots=True)
@@ -63,6 +149,10 @@ class Metrics:
         "bulk_api_errors",
         "bulk_credentials_requests",
         "flapping_restarts_given_up",
+        # A queued start found unneeded when its turn came (its index came back meanwhile).
+        "queued_starts_dropped",
+        # Stops the CC would refuse, held back until every wanted index runs (§3.2).
+        "stops_deferred",
     )
 
     def __init__(self, queue_length=lambda: 0):
@@ -81,6 +171,14 @@ class Metrics:
         self.realtime = RealtimeTotals()
         self.analysis_loop_duration = 0.0
         self.bulk_update_loop_duration = 0.0
+        self.starts = {}  # (reason, priority) -> count
+        self.stops = {}  # reason -> count
+        self.analysis_passes = Histogram(PASS_BUCKETS)
+        self.analysis_slices = Histogram(SLICE_BUCKETS)
+        self.analysis_longest_slice = None  # of the last completed pass
+        self._slice_max = 0.0
+        self._pass_completed = False
+        self._desired_published = False
 
     def set_queue_length_source(self, source):
         self._queue_length = source
@@ -101,13 +199,46 @@ class Metrics:
         """Count entries skipped inside an otherwise processed message on `subject`."""
         self.skipped_entries[subject] = self.skipped_entries.get(subject, 0) + count
 
+    def count_start(self, priority=None):
+        """Count one health.start sent: queued at `priority`, or a flapping restart (None)."""
+        if priority is None:
+            key = FLAPPING_START
+        else:
+            key = (START_REASONS.get(priority, UNCLASSIFIED),
+                   PRIORITY_NAMES.get(priority, UNCLASSIFIED))
+        self.starts[key] = self.starts.get(key, 0) + 1
+
+    def count_stop(self, reason=None):
+        """Count one health.stop sent; `reason` is the Harmonizer's (comma-joined) text."""
+        labels = sorted({STOP_REASONS.get(part.strip(), UNCLASSIFIED)
+                         for part in (reason or "").split(",")})
+        label = labels[0] if len(labels) == 1 else UNCLASSIFIED
+        self.stops[label] = self.stops.get(label, 0) + 1
+
     def publish_desired(self, totals, duration):
         self.desired = totals
         self.bulk_update_loop_duration = duration
+        self._desired_published = True
 
     def publish_realtime(self, totals, duration):
         self.realtime = totals
         self.analysis_loop_duration = duration
+        self.analysis_passes.observe(duration)
+        self._pass_completed = True
+
+    def observe_run(self, name, seconds):
+        """A scheduled task ran for `seconds` (Scheduler's `on_run`): analysis slices feed
+        the slice histogram and the longest slice of the pass they belong to."""
+        if name not in ANALYSIS_TASKS:
+            return
+        self.analysis_slices.observe(seconds)
+        self._slice_max = max(self._slice_max, seconds)
+        # The last slice of a pass publishes the pass from inside itself, so it is
+        # reported here, after it returned: it closes the pass's longest slice.
+        if self._pass_completed:
+            self.analysis_longest_slice = self._slice_max
+            self._slice_max = 0.0
+            self._pass_completed = False
 
     def varz(self):
         """The health manager's own /varz keys (component keys are added by the server)."""
@@ -125,6 +256,10 @@ class Metrics:
             queue_length=self._queue_length(),
             analysis_loop_duration=self.analysis_loop_duration,
             bulk_update_loop_duration=self.bulk_update_loop_duration,
+            health_starts_by_reason={f"{reason}/{priority}": count
+                                     for (reason, priority), count in self.starts.items()},
+            health_stops_by_reason=dict(self.stops),
+            analysis_longest_slice=self.analysis_longest_slice,
             rejected_messages=dict(self.rejected_messages),
             rejected_messages_total=sum(self.rejected_messages.values()),
             skipped_entries=dict(self.skipped_entries),
@@ -151,3 +286,99 @@ class Metrics:
             },
         )
         return varz
+
+    def families(self, facts):
+        """Every Prometheus family as (name, kind, help, samples), samples being
+        [(labels dict, value)]; a histogram's value is a Histogram. `facts` is HealthFacts."""
+        realtime = self.realtime
+        analysed = self.analysis_passes.count > 0
+        # Instance figures are only true while both states are fresh: NaN otherwise.
+        trusted = facts.actual_fresh and facts.desired_fresh
+
+        def figure(value):
+            return value if trusted else NAN
+
+        bus = self._bus_counters()
+        families = [
+            ("messages_received_total", "counter", "NATS messages received, by subject.",
+             [({"subject": subject}, getattr(self, name))
+              for name, subject in RECEIVED_SUBJECTS]),
+            ("instance_heartbeats_total", "counter",
+             "Instance entries received in dea.heartbeat messages.",
+             [({}, self.instance_heartbeats_received)]),
+            ("rejected_messages_total", "counter",
+             "Whole messages rejected as unreadable, by subject.",
+             [({"subject": s}, n) for s, n in sorted(self.rejected_messages.items())]),
+            ("skipped_entries_total", "counter",
+             "Entries skipped inside otherwise processed messages, by subject.",
+             [({"subject": s}, n) for s, n in sorted(self.skipped_entries.items())]),
+            ("starts_total", "counter", "health.start messages sent, by reason and priority.",
+             [({"reason": r, "priority": p}, n) for (r, p), n in sorted(self.starts.items())]),
+            ("stops_total", "counter", "health.stop messages sent, by reason.",
+             [({"reason": r}, n) for r, n in sorted(self.stops.items())]),
+            ("flapping_given_up_total", "counter",
+             "Crashes of flapping instances that were not restarted (given up).",
+             [({}, self.flapping_restarts_given_up)]),
+            ("queue_length", "gauge", "health.start requests waiting in the queue.",
+             [({}, self._queue_length())]),
+            ("analysis_pass_seconds", "histogram", "Duration of complete analysis passes.",
+             [({}, self.analysis_passes)]),
+            ("analysis_slice_seconds", "histogram",
+             "Duration of analysis slices (the reactor is blocked for one slice).",
+             [({}, self.analysis_slices)]),
+            ("analysis_longest_slice_seconds", "gauge",
+             "The longest slice of the last complete analysis pass.",
+             [] if self.analysis_longest_slice is None
+             else [({}, self.analysis_longest_slice)]),
+            ("desired_state_fetch_seconds", "gauge",
+             "Duration of the last complete desired-state (bulk API) pass.",
+             [({}, self.bulk_update_loop_duration)] if self._desired_published else []),
+            ("desired_state_age_seconds", "gauge",
+             "Seconds since the last complete desired-state pass.",
+             [] if facts.desired_age is None else [({}, facts.desired_age)]),
+            ("desired_state_errors_total", "counter", "Failed desired-state passes.",
+             [({}, self.bulk_api_errors)]),
+            ("bulk_credentials_requests_total", "counter",
+             "Bulk API credentials requested over NATS.",
+             [({}, self.bulk_credentials_requests)]),
+            ("actual_state_fresh", "gauge",
+             "1 when the heartbeats can be trusted to be complete, else 0.",
+             [({}, int(facts.actual_fresh))]),
+            ("desired_state_fresh", "gauge",
+             "1 when the desired state is recent enough to act on, else 0.",
+             [({}, int(facts.desired_fresh))]),
+            ("instances", "gauge",
+             "Desired instances of started apps by state, at the last analysis pass "
+             "(NaN while actual or desired state is not fresh).",
+             [({"state": "running"}, figure(realtime.started_running)),
+              ({"state": "missing"}, figure(realtime.started_missing)),
+              ({"state": "flapping"}, figure(realtime.started_flapping)),
+              ({"state": "crashed"}, figure(realtime.started_crashes))]
+             if analysed else []),
+            ("apps", "gauge",
+             "Apps known at the last analysis pass (NaN while a state is not fresh).",
+             [({}, figure(realtime.total_apps))] if analysed else []),
+            ("desired_instances", "gauge",
+             "Instances the Cloud Controller wants running (NaN while desired state is "
+             "not fresh).",
+             [({}, self.desired.started_instances if facts.desired_fresh else NAN)]
+             if self._desired_published else []),
+            ("nats_connected", "gauge", "1 while connected to NATS, else 0.",
+             [({}, int(facts.nats_connected))]),
+            ("nats_reconnects_total", "counter", "NATS reconnections after a lost link.",
+             [({}, facts.nats_reconnects)]),
+            ("nats_dropped_publications_total", "counter",
+             "Publications dropped because the NATS buffer was full.",
+             [({}, bus.get("nats_dropped_publications", 0))]),
+            ("nats_slow_consumer_drops_total", "counter",
+             "Messages the NATS client dropped as a slow consumer.",
+             [({}, bus.get("nats_slow_consumer_drops", 0))]),
+            ("ha_role", "gauge", "1 for this health manager's current HA role.",
+             [({"role": role}, int(role == facts.ha_role)) for role in HA_ROLES]),
+            ("ha_epoch", "gauge", "Fencing epoch of the lease held or last seen.",
+             [] if facts.ha_epoch is None else [({}, facts.ha_epoch)]),
+            ("ha_transitions_total", "counter", "Changes of this health manager's HA role.",
+             [({}, facts.ha_transitions)]),
+        ]
+        return [(PREFIX + name, kind, text, samples)
+                for name, kind, text, samples in families]

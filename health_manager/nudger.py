@@ -4,6 +4,13 @@ Starts wait in a de-duplicating priority set and leave under a rate limit of `ba
 per `period` seconds (a sliding window): at once when the window has room, otherwise on
 the next `drain()`. Stops and flapping restarts are published directly.
 
+A queued start is an intent (its key, e.g. app and index) with a function that builds its
+payload when it leaves. Unlike HM 2.0, whose queue held finished payloads keyed with their
+`running` counts (§5.11), the payload is built from the state at send time, and a start
+whose index no longer needs one is dropped (HM9000 checked each message again before
+sending it): a start that waited out a burst can neither carry stale counts nor start an
+index twice.
+
 The HA gate (DESIGN.md §8) sits here, where decisions leave the process: right before each
 publication the injected ILeadership is asked `is_acting()`. A start or stop decided while
 not acting is dropped, never sent later, so a standby's queue stays empty and a deposed
@@ -11,7 +18,7 @@ leader that resumes from a pause sends nothing it decided before.
 """
 
 import heapq
-from collections import deque
+from collections import OrderedDict, deque
 
 import orjson
 from twisted.logger import Logger
@@ -20,12 +27,8 @@ from health_manager.leadership import SingleLeadership
 
 START_SUBJECT = "health.start"
 STOP_SUBJECT = "health.stop"
-
-
-def dedup_key(payload):
-    """A start's identity in the queue: its payload without `last_updated` (§5.11)."""
-    return orjson.dumps({k: v for k, v in payload.items() if k != "last_updated"},
-                        option=orjson.OPT_SORT_KEYS)
+# How many (droplet, index) start times the Nudger remembers for the operator views.
+SENT_STARTS_KEPT = 100_000
 
 
 class Nudger:
@@ -39,24 +42,29 @@ class Nudger:
         self._metrics = metrics
         self._batch_size = batch_size
         self._period = period
-        self._queued = {}  # key -> [priority, sequence, payload]
+        self._queued = {}  # (droplet id, index) -> [priority, sequence, build]
+        self._queued_by_droplet = {}  # droplet id -> {key: None}: the operator views' index
         self._heap = []  # (-priority, sequence, key); entries no longer in _queued are stale
         self._sequence = 0
         self._sent_times = deque()  # send times of the last `batch_size` queued starts
+        # (droplet, index) -> when its last start was sent, for "why not" answers; bounded.
+        self._last_sent = OrderedDict()
         metrics.set_queue_length_source(self.__len__)
 
     def __len__(self):
         return len(self._queued)
 
-    def queue_start(self, payload, priority):
-        """Queue a start; a duplicate is dropped, or raises the queued one's priority."""
+    def queue_start(self, droplet_id, index, priority, build):
+        """Queue a start of `index`; `build()` gives its payload when it leaves, or None
+        when it is no longer needed. A start already queued for the same index is kept, at
+        the higher of the two priorities. Not acting (HA standby): dropped at once."""
         if not self._acting():
             self._suppressed(1)
             return
-        key = dedup_key(payload)
+        key = (droplet_id, index)
         entry = self._queued.get(key)
         if entry is None:
-            self._push(key, payload, priority)
+            self._push(key, build, priority)
         elif priority > entry[0]:
             # Unlike HM 2.0, an evacuation must not wait behind the crash restart it repeats.
             self._push(key, entry[2], priority)
@@ -69,29 +77,43 @@ class Nudger:
             self._suppressed(self.discard_pending())
             return sent
         while self._queued and self._budget_left():
-            payload = self._pop()
-            if payload is None:
+            entry = self._pop()
+            if entry is None:
                 break
+            payload = entry[2]()
+            if payload is None:
+                self._metrics.queued_starts_dropped += 1
+                continue
             self._sent_times.append(self._scheduler.now())
-            self.publish_start(payload)
+            self.publish_start(payload, priority=entry[0])
             sent += 1
         return sent
 
-    def publish_start(self, payload):
+    def publish_start(self, payload, priority=None):
         """Publish a start at once, bypassing the queue (flapping restarts)."""
         if not self._acting():
             self._suppressed(1)
             return False
         self._bus.publish(START_SUBJECT, orjson.dumps(payload))
         self._metrics.health_start_messages_sent += 1
+        self._metrics.count_start(priority)
+        now = self._scheduler.now()
+        last_sent = self._last_sent
+        for index in payload.get("indices") or ():
+            key = (payload.get("droplet"), index)
+            last_sent.pop(key, None)
+            last_sent[key] = now
+        while len(last_sent) > SENT_STARTS_KEPT:
+            last_sent.popitem(last=False)
         self.log.info("sent health.start: app_id={droplet} indices={indices} "
                       "flapping={flapping} epoch={epoch}", droplet=payload.get("droplet"),
                       indices=payload.get("indices"), flapping=payload.get("flapping"),
                       epoch=self._leadership.epoch)
         return True
 
-    def publish_stop(self, payload):
-        """Publish a stop at once; refuses one without instances (the DEA would stop all)."""
+    def publish_stop(self, payload, reason=None):
+        """Publish a stop at once; refuses one without instances (the DEA would stop all).
+        `reason` (the policy's words) only labels the stop in the metrics."""
         if not payload.get("instances"):
             self.log.warn("refused health.stop without instances for droplet {droplet}",
                           droplet=payload.get("droplet"))
@@ -101,15 +123,28 @@ class Nudger:
             return False
         self._bus.publish(STOP_SUBJECT, orjson.dumps(payload))
         self._metrics.health_stop_messages_sent += 1
+        self._metrics.count_stop(reason)
         self.log.info("sent health.stop: app_id={droplet} instances={instances} "
                       "epoch={epoch}", droplet=payload.get("droplet"),
                       instances=sorted(payload["instances"]), epoch=self._leadership.epoch)
         return True
 
+    # -- read-only views for the operator surface (health_manager/web) -------------------
+
+    def last_start_sent(self, droplet_id, index):
+        """When a start for (droplet, index) was last sent, or None if not remembered."""
+        return self._last_sent.get((droplet_id, index))
+
+    def queued_starts(self, droplet_id):
+        """{index: priority} of the starts of one droplet waiting in the queue."""
+        return {index: self._queued[(droplet_id, index)][0]
+                for _, index in self._queued_by_droplet.get(droplet_id, ())}
+
     def discard_pending(self):
         """Drop every queued start (shutdown); returns how many were dropped."""
         count = len(self._queued)
         self._queued.clear()
+        self._queued_by_droplet.clear()
         self._heap.clear()
         return count
 
@@ -135,9 +170,10 @@ class Nudger:
     def _suppressed(self, count):
         self._metrics.ha_suppressed_messages += count
 
-    def _push(self, key, payload, priority):
+    def _push(self, key, build, priority):
         self._sequence += 1
-        self._queued[key] = [priority, self._sequence, payload]
+        self._queued[key] = [priority, self._sequence, build]
+        self._queued_by_droplet.setdefault(key[0], {})[key] = None
         heapq.heappush(self._heap, (-priority, self._sequence, key))
 
     def _pop(self):
@@ -147,8 +183,16 @@ class Nudger:
             entry = self._queued.get(key)
             if entry is not None and entry[1] == sequence:
                 del self._queued[key]
-                return entry[2]
+                self._unindex(key)
+                return entry
         return None
+
+    def _unindex(self, key):
+        keys = self._queued_by_droplet.get(key[0])
+        if keys is not None:
+            keys.pop(key, None)
+            if not keys:
+                del self._queued_by_droplet[key[0]]
 
     def _budget_left(self):
         times = self._sent_times

@@ -24,16 +24,24 @@ class Receipt:
     def active(self):
         return self._call.active()
 
+    def when(self):
+        """The clock time the call is due at (only meaningful while active)."""
+        return self._call.getTime()
+
 
 class Scheduler:
     log = Logger()
 
-    def __init__(self, clock, eventual=None):
+    def __init__(self, clock, eventual=None, on_run=None):
         """`clock` provides "now" and every timer; `eventual` (default: the clock) runs
-        `immediately` work, so black-box mode can run it without advancing fake time."""
+        `immediately` work, so black-box mode can run it without advancing fake time.
+        `on_run(name, seconds)` hears how long each callback ran, timed on `eventual` (the
+        real reactor even in black-box mode)."""
         self._clock = clock
         self._eventual = eventual if eventual is not None else clock
+        self._on_run = on_run
         self._periodic = []  # [name, period, fn, DelayedCall | None, running Deferred | None]
+        self._pending = set()  # one-shot DelayedCalls not yet run: cancelled by stop()
         self._in_flight = set()
         self._idle_waiters = []
         self._running = False
@@ -50,11 +58,21 @@ class Scheduler:
 
     def after(self, delay, fn, name):
         """Run `fn` once, `delay` seconds from now. Returns a Receipt."""
-        return Receipt(self._clock.callLater(max(0, delay), self._run_once, fn, name))
+        return self._once(self._clock, max(0, delay), fn, name)
 
     def immediately(self, fn, name):
         """Run `fn` on the next reactor turn. Returns a Receipt."""
-        return Receipt(self._eventual.callLater(0, self._run_once, fn, name))
+        return self._once(self._eventual, 0, fn, name)
+
+    def _once(self, clock, delay, fn, name):
+        holder = []
+        call = clock.callLater(delay, self._run_once, fn, name, holder)
+        holder.append(call)
+        self._pending.add(call)
+        # Forget cancelled calls now and then, so a long run does not pile them up.
+        if len(self._pending) > 1024:
+            self._pending = {c for c in self._pending if c.active()}
+        return Receipt(call)
 
     def start(self):
         self._running = True
@@ -62,12 +80,17 @@ class Scheduler:
             self._arm(entry)
 
     def stop(self):
-        """Cancel every periodic timer. Returns a Deferred firing once in-flight work ends."""
+        """Cancel every timer, periodic or one-shot (flapping restarts, retries). Returns
+        a Deferred firing once in-flight work ends."""
         self._running = False
         for entry in self._periodic:
             if entry[3] is not None and entry[3].active():
                 entry[3].cancel()
             entry[3] = None
+        pending, self._pending = self._pending, set()
+        for call in pending:
+            if call.active():
+                call.cancel()
         return self.idle()
 
     def track(self, result):
@@ -115,15 +138,20 @@ class Scheduler:
 
             result.addBoth(finished)
 
-    def _run_once(self, fn, name):
+    def _run_once(self, fn, name, holder):
+        self._pending.discard(holder[0])
         self._call(fn, name)
 
     def _call(self, fn, name):
+        began = self._eventual.seconds()
         try:
             result = fn()
         except Exception:
             self.log.failure("{name} failed", name=name)
             return None
+        finally:
+            if self._on_run is not None:
+                self._on_run(name, self._eventual.seconds() - began)
         if isinstance(result, defer.Deferred):
             result.addErrback(lambda f: self.log.failure("{name} failed", f, name=name))
             return self.track(result)

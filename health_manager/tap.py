@@ -2,13 +2,29 @@
 
 import os
 import sys
+from importlib import metadata
 
+import twisted
 from twisted.application.service import MultiService
 from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 from twisted.python.components import Componentized
 
+import health_manager
 from health_manager.config import ConfigError, load_config
+from health_manager.web.status_server import StatusPortError
+
+# twistd's own default pid file: when it is still in place, `pid` from the config decides.
+TWISTD_DEFAULT_PIDFILE = "twistd.pid"
+
+
+def version_line():
+    try:
+        version = metadata.version("health_manager")
+    except metadata.PackageNotFoundError:  # run from a source tree
+        version = health_manager.__version__
+    return (f"health_manager {version} (Twisted {twisted.__version__}, "
+            f"Python {sys.version.split()[0]})")
 
 
 def default_config_path(environ):
@@ -47,6 +63,11 @@ class Options(usage.Options):
         super().__init__()
         self.environ = os.environ if environ is None else environ
 
+    def opt_version(self):
+        """Print health_manager's version (and Twisted's) and exit."""
+        sys.stdout.write(version_line() + "\n")
+        sys.exit(0)
+
     def postOptions(self):
         path = self["config"] or default_config_path(self.environ)
         try:
@@ -57,8 +78,11 @@ class Options(usage.Options):
             raise SystemExit(1) from None
         self.reactor = install_asyncio_reactor()
         parent = getattr(self, "parent", None)
-        if parent is not None and self.config.pid and not parent.get("pidfile"):
-            parent["pidfile"] = self.config.pid
+        if parent is not None and parent.get("pidfile") == TWISTD_DEFAULT_PIDFILE:
+            # No --pidfile given: the config's `pid` as HM 2.0 did, else none at all (no
+            # stray ./twistd.pid to block the next start in this directory).
+            parent["pidfile"] = self.config.pid or ""
+        self.pidfile = parent.get("pidfile") if parent is not None else None
 
 
 class HealthManagerService(MultiService):
@@ -66,11 +90,28 @@ class HealthManagerService(MultiService):
 
     log = Logger()
 
-    def __init__(self, manager, observer, warnings):
+    def __init__(self, manager, observer, warnings, pidfile=None, stderr=None):
         super().__init__()
         self._observer = observer
         self._warnings = warnings
+        self._pidfile = pidfile
+        self._stderr = stderr
         manager.setServiceParent(self)
+
+    def privilegedStartService(self):
+        try:
+            super().privilegedStartService()
+        except StatusPortError as e:
+            # One line and a non-zero exit, not twistd's traceback; twistd removes its pid
+            # file only for an Exception, so it is removed here.
+            # twistd has redirected sys.stderr into the log by now: the real one is wanted.
+            (self._stderr or sys.__stderr__).write(f"health_manager: {e}\n")
+            if self._pidfile:
+                try:
+                    os.remove(os.path.abspath(self._pidfile))
+                except OSError:
+                    pass
+            raise SystemExit(1) from None
 
     def setServiceParent(self, parent):
         # twistd's AppLogger uses the application's ILogObserver component when no
@@ -92,4 +133,5 @@ def makeService(options):
     bridge_stdlib_logging()
     manager = Manager(options.config, options.reactor)
     observer = make_observer(options.config.logging, also=[manager.log_counts])
-    return HealthManagerService(manager, observer, options.warnings)
+    return HealthManagerService(manager, observer, options.warnings,
+                                pidfile=getattr(options, "pidfile", None))

@@ -8,6 +8,7 @@ from health_manager.model.instance import AppInstance
 REASON_STOPPED = "Droplet state is STOPPED"
 REASON_EXTRA_INSTANCE = "Extra instance"
 REASON_VERSION = "Live version mismatch"
+REASON_DUPLICATE = "Instance mismatch"
 
 
 class Droplet:
@@ -18,7 +19,8 @@ class Droplet:
 
     __slots__ = ("id", "num_instances", "state", "live_version", "package_state",
                  "last_updated", "memory", "desired_state_update_required",
-                 "desired_state_update_timestamp", "reset_timestamp", "versions", "crashes")
+                 "desired_state_update_timestamp", "reset_timestamp", "versions", "crashes",
+                 "updated_at")
 
     def __init__(self, droplet_id, now):
         self.id = droplet_id
@@ -34,18 +36,28 @@ class Droplet:
         self.reset_timestamp = now
         self.versions = {}
         self.crashes = {}  # guid -> (HM time last seen, crash timestamp)
+        self.updated_at = None  # when droplet.updated last said the app changed
 
     # -- desired state -------------------------------------------------------------------
 
-    def set_desired(self, app, now):
+    def set_desired(self, app, now, asked_at):
+        """The app as a bulk page requested at `asked_at` described it. A page asked for
+        before the last droplet.updated describes the app as it was: the droplet stays
+        stale until a later page (HM 2.0 cleared it, and acted on the old count)."""
         self.num_instances = app.instances
         self.state = app.state
         self.live_version = app.version
         self.package_state = app.package_state
         self.last_updated = app.updated_at
         self.memory = app.memory
-        self.desired_state_update_required = False
+        if self.updated_at is None or asked_at > self.updated_at:
+            self.desired_state_update_required = False
         self.desired_state_update_timestamp = now
+
+    def mark_updated(self, now):
+        """droplet.updated (§5.7): the desired state is stale until a page asked for later."""
+        self.updated_at = now
+        self.desired_state_update_required = True
 
     def is_extra(self, now, desired_state_lost):
         """Not described by the CC for `desired_state_lost` seconds (§5.8)."""
@@ -70,8 +82,9 @@ class Droplet:
         instances = self.versions.get(version)
         return None if instances is None else instances.get(index)
 
-    def process_heartbeat(self, beat, now):
-        """Apply one heartbeat entry (§5.3). Returns a duplicate guid to stop, or None."""
+    def process_heartbeat(self, beat, now, droplet_lost):
+        """Apply one heartbeat entry (§5.3). Returns the guid of a duplicate heard for the
+        first time (a second instance on an index that is held), else None."""
         # self.instance() inlined: this runs once per heartbeat entry.
         instances = self.versions.get(beat.version)
         if instances is None:
@@ -81,92 +94,151 @@ class Droplet:
             record = instances[beat.index] = AppInstance(now)
         if beat.state == CRASHED:
             self.crashes[beat.instance] = (now, beat.state_timestamp)
-        return record.receive_heartbeat(beat.state, beat.instance, beat.state_timestamp, now)
+        return record.receive_heartbeat(beat.state, beat.instance, beat.state_timestamp, now,
+                                        droplet_lost)
 
     def process_exit(self, version, index, guid, now):
-        """The slot an exit names, marked DOWN if `guid` is its current instance (§5.4)."""
+        """The slot an exit names, with `guid` gone from it (§5.4), and whether another
+        instance still holds that slot."""
         record = self.instance(version, index, now)
-        record.mark_down_for_guid(guid, now)
-        return record
+        held = record.mark_down_for_guid(guid, now)
+        return record, held
 
     def process_exit_crash(self, record, guid, crash_timestamp, flapping_timeout,
-                           flapping_death, now):
+                           flapping_death, now, held):
         """Count a crash on `record` and remember it as a crash entry (§5.4).
 
-        As in HM 2.0 the entry is keyed by the slot's current guid; a slot that never saw a
-        heartbeat falls back to the exiting guid instead of a null key.
-        """
-        record.crash(crash_timestamp, flapping_timeout, flapping_death)
-        key = record.guid if record.guid is not None else guid
-        self.crashes[key] = (now, crash_timestamp)
+        Unlike HM 2.0, which keyed the entry by the slot's current guid (a previous
+        instance's, or null, when the new one had not heartbeated yet), the entry is keyed by
+        the instance that crashed."""
+        record.crash(crash_timestamp, flapping_timeout, flapping_death, held)
+        self.crashes[guid] = (now, crash_timestamp)
 
-    def running_counts(self):
-        """version -> running guids, for every version known (§1.5)."""
-        return {version: sum(record.running_guid_count() for record in instances.values())
+    def is_held(self, index, now, droplet_lost):
+        """True when a live instance of the live version holds `index`."""
+        record = self.find_instance(self.live_version, index)
+        return record is not None and bool(record.live_guids(now, droplet_lost))
+
+    def wants(self, index):
+        """True when the CC wants `index` of the live version running."""
+        return (self.state == STARTED and self.live_version is not None
+                and 0 <= index < self.num_instances)
+
+    def start_running_counts(self):
+        """`running` for a health.start: version -> indices below the desired count held by
+        a RUNNING instance.
+
+        HM 2.0 summed the distinct recent guids of every RUNNING slot (§1.5), so a duplicate
+        on one index or a running extra index made `running` reach the desired count while
+        another index was missing: the CC refused that start (§3.1), and the duplicate's or
+        extra's stop too (§3.2), for ever. Counting held wanted indices, a start is refused
+        only when every wanted index runs, which is when no start is needed."""
+        wanted = self.num_instances
+        return {version: sum(1 for index, record in instances.items()
+                             if index < wanted and record.state == RUNNING)
                 for version, instances in self.versions.items()}
 
-    def live_instances(self):
-        """guid -> version of every STARTING/RUNNING slot, across versions."""
+    def live_instances(self, now, droplet_lost):
+        """guid -> version of every live instance (duplicates included), across versions."""
         live = {}
         for version, instances in self.versions.items():
             for record in instances.values():
-                if record.starting_or_running and record.guid is not None:
-                    live[record.guid] = version
+                for guid in record.live_guids(now, droplet_lost):
+                    live[guid] = version
         return live
 
+    def stop_running_counts(self, now, droplet_lost):
+        """`running` for a health.stop: version -> live instances, duplicates and the
+        instances being stopped included, so the CC's `remaining` (§3.2) is what really
+        remains (§5.14.1)."""
+        counts = {}
+        for version, instances in self.versions.items():
+            counts[version] = sum(len(record.live_guids(now, droplet_lost))
+                                  for record in instances.values())
+        return counts
+
     def mark_vanished_down(self, now, droplet_lost):
-        """STARTING/RUNNING slots without a recent heartbeat become DOWN (§5.8, §5.14.2)."""
+        """STARTING/RUNNING slots without a recent heartbeat become DOWN (§5.8, §5.14.2);
+        a slot with duplicates gives way to a live one instead."""
         # is_alive() inlined for a STARTING/RUNNING slot: this runs for every instance on
         # every analysis pass.
         for instances in self.versions.values():
             for record in instances.values():
+                if record.duplicates is not None:
+                    record.refresh(now, droplet_lost)
                 state = record.state
                 if state == RUNNING or state == STARTING:
                     seen = record.last_heartbeat_time
                     if seen is None or now - seen > droplet_lost:
                         record.mark_down(now)
 
-    def may_have_extra_instances(self):
-        """False when prune_extra_instances() certainly finds nothing to remove: a started
-        app whose only version is the live one, with no more slots than desired."""
-        versions = self.versions
-        if not versions:
-            return False
-        if self.state == STOPPED or len(versions) != 1:
-            return True
-        instances = versions.get(self.live_version)
-        return instances is None or len(instances) > self.num_instances
+    def plan_stops(self, now, droplet_lost):
+        """(stops, running, held_back): the instances to stop now, as guid -> (version,
+        reason), the `running` map to send with them, and how many other stops wait. Only
+        stops the CC acts on are returned (§3.2). Dead slots that should not exist are
+        removed (§5.8).
 
-    def prune_extra_instances(self):
-        """Remove slots that should not exist (§5.8): guid -> (version, reason) to stop.
-
-        Walks versions and slots in insertion order, counting kept slots whatever their
-        state; empty non-live (or STOPPED) version tables are dropped.
+        - Unwanted: every instance of a STOPPED app, of an old version, or on an index at
+          or above the desired count. HM 2.0 judged "extra" by the order slots were created
+          in, and could stop a wanted index while keeping an extra one (§5.8, §5.13).
+        - Duplicates: every instance on a wanted index but its primary (the stable choice,
+          model/instance.py), once that primary is proven alive.
+        - For a STARTED app nothing is stopped until every wanted index is held by a
+          proven RUNNING primary: before that the CC refuses a live-version stop (remaining <
+          desired), and stopping an old version would lower the app's capacity. The missing
+          starts come first; the stops follow once the starts have come up.
+        - An old-version stop needs a live-version instance running (§3.2).
         """
+        live = self.live_version
+        wanted = self.num_instances
+        started = self.state == STARTED
+        unwanted_app = self.state == STOPPED
         stops = {}
-        kept = 0
-        stopped = self.state == STOPPED
+        counts = {}
+        dead = []
         for version, instances in self.versions.items():
-            removed = []
+            total = 0
             for index, record in instances.items():
-                if stopped:
+                guids = record.live_guids(now, droplet_lost)
+                total += len(guids)
+                if unwanted_app:
                     reason = REASON_STOPPED
-                elif kept >= self.num_instances:
-                    reason = REASON_EXTRA_INSTANCE
-                elif version != self.live_version:
+                elif version != live:
                     reason = REASON_VERSION
+                elif index >= wanted:
+                    reason = REASON_EXTRA_INSTANCE
                 else:
-                    kept += 1
+                    if len(guids) > 1 and record.is_proven(now, droplet_lost):
+                        for guid in guids:
+                            if guid != record.guid:
+                                stops[guid] = (version, REASON_DUPLICATE)
                     continue
-                removed.append(index)
-                if record.starting_or_running and record.guid is not None:
-                    stops[record.guid] = (version, reason)
-            for index in removed:
-                instances.pop(index).cancel_pending_restart()
+                if not guids:
+                    dead.append((version, index))
+                for guid in guids:
+                    stops[guid] = (version, reason)
+            counts[version] = total
+        for version, index in dead:
+            self.versions[version].pop(index).cancel_pending_restart()
         for version in [v for v, instances in self.versions.items()
-                        if not instances and (stopped or v != self.live_version)]:
+                        if not instances and (unwanted_app or v != live)]:
             del self.versions[version]
-        return stops
+        if not stops:
+            return stops, counts, 0
+        if started and not self._all_wanted_running(now, droplet_lost):
+            return {}, counts, len(stops)
+        if counts.get(live, 0) <= 0:
+            allowed = {guid: entry for guid, entry in stops.items() if entry[0] == live}
+            return allowed, counts, len(stops) - len(allowed)
+        return stops, counts, 0
+
+    def _all_wanted_running(self, now, droplet_lost):
+        instances = self.versions.get(self.live_version) or {}
+        for index in range(self.num_instances):
+            record = instances.get(index)
+            if record is None or not record.is_proven(now, droplet_lost):
+                return False
+        return True
 
     # -- the analysis pass ---------------------------------------------------------------
 
@@ -176,8 +248,8 @@ class Droplet:
         Marks vanished slots DOWN, then, when `find_missing` (and the app is STARTED and
         STAGED), returns the live-version indices below `num_instances` that are missing;
         absent slots are created DOWN, as HM 2.0 does. A quiet droplet, for which that finds
-        nothing missing and leaves nothing to prune (a STARTED app whose only slots are
-        live-version indices below `num_instances`), is finished here instead:
+        nothing missing and leaves nothing to stop (a STARTED app whose only slots are
+        live-version indices below `num_instances`, none with a duplicate), is finished here:
         prune_crashes() and add_realtime() are applied as the analysis would after acting,
         and None is returned.
 
@@ -191,6 +263,7 @@ class Droplet:
         instances = versions.get(live)
         missing = []
         visited = running = down = flapping = 0
+        crowded = False  # a slot with duplicates: there are stops to plan
         started = self.state == STARTED
         if started:
             find_missing = find_missing and self.package_state == STAGED
@@ -208,6 +281,9 @@ class Droplet:
                         visited += 1
                     continue
                 visited += 1
+                if record.duplicates is not None:
+                    crowded = True
+                    record.refresh(now, droplet_lost)
                 # is_alive() and is_missing() inlined, with the marking of a live slot.
                 state = record.state
                 seen = record.last_heartbeat_time
@@ -228,7 +304,7 @@ class Droplet:
         if instances is None or visited != len(instances) or len(versions) != 1:
             self.mark_vanished_down(now, droplet_lost)  # the slots the loop did not visit
             return missing
-        if missing or not started:
+        if missing or not started or crowded:
             return missing
         self.prune_crashes(now, flapping_timeout)
         # add_realtime()'s sums, inlined with the counts of the walk above: this runs for

@@ -2,15 +2,27 @@
 
 from health_manager.constants import CRASHED, DOWN, FLAPPING, RUNNING, STARTING
 
-# How many recent STARTING/RUNNING guids a slot remembers (duplicate detection, §5.3).
-GUID_STREAM_LENGTH = 3
+# Exited instances a slot remembers, so their late heartbeats are ignored: a crash, a stopped
+# duplicate and a replacement that failed at once fit.
+EXITS_REMEMBERED = 3
 
 
 class AppInstance:
-    """State, crash history and guid stream of one (version, index) slot."""
+    """State and crash history of one (version, index) slot, and the instances on it.
+
+    A slot has one *primary* instance (`guid`, the one it keeps, heard since `since`) and,
+    rarely, duplicates: other instances heard STARTING/RUNNING on the same index while the
+    primary is alive (`duplicates`: guid -> [last heartbeat time, state, first heard], None
+    when there are none). HM 2.0
+    kept only a stream of the last three guids and picked "the other one" as extra, so two
+    instances heartbeating in turn were named in turn and both could be stopped (§5.3). Here
+    the primary stays primary while it lives, and only duplicates are ever stopped: the
+    choice is stable, whatever order the heartbeats come in.
+    """
 
     __slots__ = ("state", "guid", "last_heartbeat_time", "state_timestamp", "crash_count",
-                 "last_crash_timestamp", "pending_restart", "guid_stream")
+                 "last_crash_timestamp", "pending_restart", "duplicates",
+                 "exited", "since")
 
     def __init__(self, now):
         self.state = DOWN
@@ -20,50 +32,95 @@ class AppInstance:
         self.crash_count = 0
         self.last_crash_timestamp = None
         self.pending_restart = None
-        self.guid_stream = []
+        self.duplicates = None
+        # The last few instances that exited or crashed here: a heartbeat of one that arrives
+        # late (NATS orders no two subjects) must not bring it back to life.
+        self.exited = None
+        self.since = None  # when this HM first heard the primary
 
     @property
     def starting_or_running(self):
         return self.state == RUNNING or self.state == STARTING
 
-    def receive_heartbeat(self, state, guid, state_timestamp, now):
-        """Apply one heartbeat entry; only STARTING/RUNNING entries move the slot (§5.1).
-        Returns extra_guid() after it."""
+    def receive_heartbeat(self, state, guid, state_timestamp, now, droplet_lost):
+        """Apply one heartbeat entry (§5.1). Returns the guid when it is a duplicate heard
+        for the first time (a new instance on an index the primary still holds), else None.
+        """
         if state == RUNNING or state == STARTING:
-            if guid == self.guid:
-                # Keep the one string object already held: the stream then holds one
-                # object, not three equal copies, and its comparisons are identity checks.
-                guid = self.guid
-            stream = self.guid_stream
-            stream.append(guid)
-            if len(stream) > GUID_STREAM_LENGTH:
-                del stream[0]
-            self.last_heartbeat_time = now
-            self.guid = guid
-            self.state = state
-            self.state_timestamp = state_timestamp
-            # extra_guid()'s common answer without the call: this runs once per entry.
-            if len(stream) < GUID_STREAM_LENGTH or stream[0] == stream[1]:
+            if self.exited is not None and guid in self.exited:
                 return None
-        elif guid in self.guid_stream:
-            self.guid_stream = [g for g in self.guid_stream if g != guid]
-        return self.extra_guid()
-
-    def extra_guid(self):
-        """The guid to stop when two live guids share this slot (§5.3), else None."""
-        stream = self.guid_stream
-        if len(stream) < GUID_STREAM_LENGTH or stream[0] == stream[1]:
-            return None
-        for guid in stream:
-            if guid != self.guid:
-                return guid
+            primary = self.guid
+            if guid == primary:
+                self.last_heartbeat_time = now
+                self.state = state
+                self.state_timestamp = state_timestamp
+                return None
+            alive = ((self.state == RUNNING or self.state == STARTING)
+                     and self.last_heartbeat_time is not None
+                     and now - self.last_heartbeat_time <= droplet_lost)
+            if not alive:
+                # The index was down (or its instance vanished): this one takes it over.
+                first = now
+                if self.duplicates is not None and guid in self.duplicates:
+                    first = self.duplicates[guid][2]
+                    self._forget_duplicate(guid)
+                self._hold(guid, now, state, first, state_timestamp)
+                return None
+            duplicates = self.duplicates
+            if duplicates is None:
+                duplicates = self.duplicates = {}
+            heard = duplicates.get(guid)
+            duplicates[guid] = [now, state, now if heard is None else heard[2]]
+            if state == RUNNING and self.state == STARTING:
+                # A running instance is worth more than a starting one: keep it instead, so
+                # a stop never removes the only instance that has come up.
+                self._swap_primary(guid)
+            return guid if heard is None else None
+        # CRASHED (or EVACUATING): that instance no longer holds the index.
+        if guid == self.guid:
+            if self.state == RUNNING or self.state == STARTING:
+                self._primary_gone(now)
+        elif self.duplicates is not None and guid in self.duplicates:
+            self._forget_duplicate(guid)
+            self._remember_exit(guid)
         return None
 
-    def running_guid_count(self):
-        """What this slot adds to `running` (§1.5): distinct recent guids when RUNNING."""
-        if self.state == RUNNING:
-            return len(set(self.guid_stream))
-        return 0
+    def live_guids(self, now, droplet_lost):
+        """{guid: state} of the instances alive on this slot, primary first."""
+        live = {}
+        if ((self.state == RUNNING or self.state == STARTING)
+                and self.last_heartbeat_time is not None
+                and now - self.last_heartbeat_time <= droplet_lost):
+            live[self.guid] = self.state
+        if self.duplicates is not None:
+            for guid, (seen, state, _) in self.duplicates.items():
+                if now - seen <= droplet_lost:
+                    live[guid] = state
+        return live
+
+    def is_proven(self, now, droplet_lost):
+        """The primary is RUNNING and has been heard over at least `droplet_lost`.
+
+        A dead instance's heartbeats can arrive late, but only within the bus's delivery
+        delay, so it is never proven: no duplicate is stopped in favour of one that may be
+        gone (after an HM restart, say, or behind a late heartbeat)."""
+        seen = self.last_heartbeat_time
+        return (self.state == RUNNING and seen is not None and now - seen <= droplet_lost
+                and seen - self.since >= droplet_lost)
+
+    def refresh(self, now, droplet_lost):
+        """For a slot with duplicates: forget those not heard for `droplet_lost`, and let a
+        live one take over from a primary that vanished or went down."""
+        duplicates = self.duplicates
+        for guid in [g for g, (seen, _, _) in duplicates.items() if now - seen > droplet_lost]:
+            del duplicates[guid]
+        if not duplicates:
+            self.duplicates = None
+            return
+        seen = self.last_heartbeat_time
+        if (not (self.state == RUNNING or self.state == STARTING)
+                or seen is None or now - seen > droplet_lost):
+            self._promote(now)
 
     def is_alive(self, now, droplet_lost):
         return (self.state != CRASHED and self.last_heartbeat_time is not None
@@ -77,21 +134,26 @@ class AppInstance:
         self.state_timestamp = now
 
     def mark_down_for_guid(self, guid, now):
-        """Mark the slot DOWN if `guid` is its current instance; True when it was."""
-        if self.guid is None or self.guid != guid:
-            return False
-        self.guid_stream = [g for g in self.guid_stream if g != guid]
-        self.mark_down(now)
-        return True
+        """`guid` exited (§5.4). The slot goes DOWN only if it was its primary and no
+        duplicate is left to take over; True when the slot is still held by an instance."""
+        if guid == self.guid and self.guid is not None:
+            self._primary_gone(now)
+        else:
+            if self.duplicates is not None and guid in self.duplicates:
+                self._forget_duplicate(guid)
+            self._remember_exit(guid)
+        return self.state == RUNNING or self.state == STARTING
 
-    def crash(self, crash_timestamp, flapping_timeout, flapping_death):
-        """Count a crash (§5.4): the count restarts after a quiet `flapping_timeout`."""
+    def crash(self, crash_timestamp, flapping_timeout, flapping_death, held):
+        """Count a crash (§5.4): the count restarts after a quiet `flapping_timeout`. The
+        slot becomes CRASHED or FLAPPING unless another instance still `held` it."""
         if (self.last_crash_timestamp is not None
                 and crash_timestamp - self.last_crash_timestamp > flapping_timeout):
             self.crash_count = 0
         self.crash_count += 1
         self.last_crash_timestamp = crash_timestamp
-        self.state = FLAPPING if self.crash_count > flapping_death else CRASHED
+        if not held:
+            self.state = FLAPPING if self.crash_count > flapping_death else CRASHED
 
     def cancel_pending_restart(self):
         """Cancel a scheduled flapping restart; True if one was pending."""
@@ -101,6 +163,48 @@ class AppInstance:
         self.pending_restart = None
         receipt.cancel()
         return True
+
+    # -- the instances on the slot --------------------------------------------------------
+
+    def _remember_exit(self, guid):
+        exited = self.exited
+        if exited is None:
+            self.exited = (guid,)
+        elif guid not in exited:
+            self.exited = (exited + (guid,))[-EXITS_REMEMBERED:]
+
+    def _primary_gone(self, now):
+        self._remember_exit(self.guid)
+        if self.duplicates:
+            self._promote(now)
+        else:
+            self.mark_down(now)
+
+    def _promote(self, now):
+        """The most recently heard duplicate becomes the primary (ties: the smallest guid)."""
+        guid, (seen, state, first) = max(self.duplicates.items(),
+                                         key=lambda item: (item[1][0], _reverse(item[0])))
+        self._forget_duplicate(guid)
+        self._hold(guid, seen, state, first, now)
+
+    def _swap_primary(self, guid):
+        """`guid`, a duplicate, becomes the primary; the primary becomes a duplicate."""
+        seen, state, first = self.duplicates.pop(guid)
+        self.duplicates[self.guid] = [self.last_heartbeat_time, self.state, self.since]
+        self._hold(guid, seen, state, first, self.state_timestamp)
+
+    def _hold(self, guid, seen, state, since, state_timestamp):
+        """`guid` becomes the slot's primary, heard at `seen` and first heard at `since`."""
+        self.guid = guid
+        self.since = since
+        self.last_heartbeat_time = seen
+        self.state = state
+        self.state_timestamp = state_timestamp
+
+    def _forget_duplicate(self, guid):
+        del self.duplicates[guid]
+        if not self.duplicates:
+            self.duplicates = None
 
     def to_view(self, index):
         return {
@@ -112,4 +216,10 @@ class AppInstance:
             "crash_count": self.crash_count,
             "last_crash_timestamp": self.last_crash_timestamp,
             "restart_pending": self.pending_restart is not None,
+            "duplicates": sorted(self.duplicates or ()),
         }
+
+
+def _reverse(guid):
+    """A sort key ordering guids backwards, so max() picks the smallest on a tie."""
+    return tuple(-ord(c) for c in guid)

@@ -20,10 +20,11 @@ class DropletRegistry:
             droplet = self._droplets[droplet_id] = Droplet(droplet_id, now)
         return droplet
 
-    def apply_desired(self, app, now):
-        """Record one app's desired state (§5.2); returns its droplet."""
+    def apply_desired(self, app, now, asked_at=None):
+        """Record one app's desired state (§5.2), read from a page requested at `asked_at`
+        (default: now); returns its droplet."""
         droplet = self.get_or_create(app.id, now)
-        droplet.set_desired(app, now)
+        droplet.set_desired(app, now, now if asked_at is None else asked_at)
         return droplet
 
     def mark_described(self, droplet_id, now):

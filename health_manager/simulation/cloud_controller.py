@@ -27,6 +27,8 @@ FAULT_HANG = "hang"
 
 # The latest decisions are kept for tests and the view; counts cover all of them.
 DECISIONS_KEPT = 10_000
+# As the real CC's DEA pool: a DEA that has not advertised for this long gets no starts.
+ADVERTISEMENT_EXPIRATION = 10.0
 
 
 @attrs.define
@@ -73,7 +75,8 @@ class FakeCloudController:
     log = Logger()
 
     def __init__(self, bus, clock, reactor=None, partition="default", user="bulk_api",
-                 password="bulk-password", user_count=0):
+                 password="bulk-password", user_count=0, on_decision=None):
+        """`on_decision(Decision)`, if given, sees every decision as it is made."""
         self._bus = bus
         self._clock = clock
         self._reactor = reactor if reactor is not None else clock
@@ -83,8 +86,10 @@ class FakeCloudController:
         self.user_count = user_count
         self.apps = {}
         self.decisions = collections.deque(maxlen=DECISIONS_KEPT)
+        self._on_decision = on_decision
         self.decision_counts = {(op, ok): 0 for op in ("start", "stop") for ok in (True, False)}
         self.dea_load = {}  # dea uuid -> instances the CC believes it runs
+        self._dea_seen = {}  # dea uuid -> when it last advertised
         self.fault = None
         self.bulk_requests = 0
         self._ids = itertools.count(1)
@@ -195,14 +200,23 @@ class FakeCloudController:
 
     # --- talking to DEAs -------------------------------------------------------------------
 
+    def add_dea(self, uuid):
+        """Put a DEA in the pool now, as if it had just advertised an empty load."""
+        self.dea_load.setdefault(uuid, 0)
+        self._dea_seen[uuid] = self._clock.seconds()
+
     def start_instances(self, app, indices):
-        """One DEA start per index, each on the DEA the CC believes least loaded."""
+        """One DEA start per index, each on the DEA the CC believes least loaded among
+        those that advertised recently."""
+        now = self._clock.seconds()
+        pool = [uuid for uuid, seen in self._dea_seen.items()
+                if now - seen <= ADVERTISEMENT_EXPIRATION]
         for index in indices:
-            if not self.dea_load:
+            if not pool:
                 self.log.warn("no DEA to start {droplet} index {index}",
                               droplet=app.guid, index=index)
                 continue
-            dea = min(self.dea_load, key=lambda uuid: (self.dea_load[uuid], uuid))
+            dea = min(pool, key=lambda uuid: (self.dea_load[uuid], uuid))
             self.dea_load[dea] += 1
             self._bus.publish(f"dea.{dea}.start", orjson.dumps({
                 "droplet": app.guid, "version": app.version, "index": index,
@@ -215,12 +229,15 @@ class FakeCloudController:
         try:
             payload = orjson.loads(message.data)
             self.dea_load[payload["id"]] = sum(payload["app_id_to_count"].values())
+            self._dea_seen[payload["id"]] = self._clock.seconds()
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             self.log.warn("bad dea.advertise ignored: {data!r}", data=message.data[:200])
 
     def _on_dea_shutdown(self, message):
         try:
-            self.dea_load.pop(orjson.loads(message.data)["id"], None)
+            uuid = orjson.loads(message.data)["id"]
+            self.dea_load.pop(uuid, None)
+            self._dea_seen.pop(uuid, None)
         except (orjson.JSONDecodeError, KeyError, TypeError):
             self.log.warn("bad dea.shutdown ignored: {data!r}", data=message.data[:200])
 
@@ -235,12 +252,15 @@ class FakeCloudController:
 
     def _decide(self, op, payload, accepted, reason):
         droplet = payload.get("droplet") if isinstance(payload, dict) else None
-        self.decisions.append(Decision(op, droplet, accepted, reason, self._clock.seconds(),
-                                       payload if isinstance(payload, dict) else {}))
+        decision = Decision(op, droplet, accepted, reason, self._clock.seconds(),
+                            payload if isinstance(payload, dict) else {})
+        self.decisions.append(decision)
+        if self._on_decision is not None:
+            self._on_decision(decision)
         self.decision_counts[(op, accepted)] += 1
         if not accepted:
-            self.log.debug("cc refused health.{op} for {droplet}: {reason}",
-                           op=op, droplet=droplet, reason=reason)
+            self.log.info("cc refused health.{op} for {droplet}: {reason}",
+                          op=op, droplet=droplet, reason=reason)
         return accepted
 
     def _on_health_start(self, message):
@@ -309,61 +329,59 @@ class FakeCloudController:
         expected = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
         return header == f"Basic {expected}"
 
+    def bulk_request(self, path, args, authorization):
+        """One bulk API request with the injected faults applied: (HTTP code, JSON body),
+        or None for a request that never gets an answer. `args` maps query names to values."""
+        self.bulk_requests += 1
+        if self.fault == FAULT_HANG:
+            return None
+        if self.fault == FAULT_500:
+            return 500, b'{"error": "injected"}'
+        if self.fault == FAULT_GARBAGE:
+            return 200, b"<html>this is not json"
+        if self.fault == FAULT_401 or not self.check_auth(authorization):
+            return 401, b'{"error": "unauthorized"}'
+        if path == "/bulk/apps":
+            return self._apps_page(args)
+        if path == "/bulk/counts":
+            if args.get("model") != "user":
+                return 400, b'{"error": "unknown model"}'
+            return 200, orjson.dumps({"counts": {"user": self.user_count}})
+        return 404, b'{"error": "not found"}'
+
+    def _apps_page(self, args):
+        try:
+            batch_size = int(args.get("batch_size") or "")
+            token = orjson.loads(args.get("bulk_token") or "{}")
+            token_id = int(token.get("id") or 0) if isinstance(token, dict) else 0
+        except (ValueError, TypeError, orjson.JSONDecodeError):
+            return 400, b'{"error": "bad batch_size or bulk_token"}'
+        if batch_size < 1:
+            return 400, b'{"error": "batch_size must be positive"}'
+        results, last_id = self.bulk_page(token_id, batch_size)
+        return 200, orjson.dumps({"results": results, "bulk_token": {"id": last_id}})
+
 
 class BulkApiResource(resource.Resource):
-    """`/bulk/apps` and `/bulk/counts` with HTTP Basic auth and the CC's fault switches."""
+    """`/bulk/apps` and `/bulk/counts` over HTTP: the CC's bulk_request() behind twisted.web."""
 
     isLeaf = True
-    log = Logger()
 
     def __init__(self, cc):
         super().__init__()
         self._cc = cc
 
     def render_GET(self, request):
-        cc = self._cc
-        cc.bulk_requests += 1
         request.setHeader(b"content-type", b"application/json")
-        if cc.fault == FAULT_HANG:
+        args = {name.decode("utf-8", "replace"): values[0].decode("utf-8", "replace")
+                for name, values in request.args.items() if values}
+        answer = self._cc.bulk_request(request.path.decode("utf-8", "replace"), args,
+                                       (request.getHeader("authorization") or "").strip())
+        if answer is None:
             return server.NOT_DONE_YET
-        if cc.fault == FAULT_500:
-            request.setResponseCode(500)
-            return b'{"error": "injected"}'
-        if cc.fault == FAULT_GARBAGE:
-            return b"<html>this is not json"
-        header = (request.getHeader("authorization") or "").strip()
-        if cc.fault == FAULT_401 or not cc.check_auth(header):
-            request.setResponseCode(401)
-            return b'{"error": "unauthorized"}'
-        if request.path == b"/bulk/apps":
-            return self._apps(request)
-        if request.path == b"/bulk/counts":
-            model = _arg(request, b"model")
-            if model != "user":
-                request.setResponseCode(400)
-                return b'{"error": "unknown model"}'
-            return orjson.dumps({"counts": {"user": cc.user_count}})
-        request.setResponseCode(404)
-        return b'{"error": "not found"}'
-
-    def _apps(self, request):
-        try:
-            batch_size = int(_arg(request, b"batch_size") or "")
-            token = orjson.loads(_arg(request, b"bulk_token") or "{}")
-            token_id = int(token.get("id") or 0) if isinstance(token, dict) else 0
-        except (ValueError, TypeError, orjson.JSONDecodeError):
-            request.setResponseCode(400)
-            return b'{"error": "bad batch_size or bulk_token"}'
-        if batch_size < 1:
-            request.setResponseCode(400)
-            return b'{"error": "batch_size must be positive"}'
-        results, last_id = self._cc.bulk_page(token_id, batch_size)
-        return orjson.dumps({"results": results, "bulk_token": {"id": last_id}})
-
-
-def _arg(request, name):
-    values = request.args.get(name)
-    return values[0].decode("utf-8", "replace") if values else None
+        code, body = answer
+        request.setResponseCode(code)
+        return body
 
 
 def _decode(data):

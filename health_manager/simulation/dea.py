@@ -51,8 +51,11 @@ class SimulatedDea:
     log = Logger()
 
     def __init__(self, bus, clock, uuid, heartbeat_interval=10, startup_delay=1.0,
-                 crash_lifetime=3600, advertise_interval=5, partition="default", rng=None):
-        """`rng` (a random.Random) spreads crash times by ±50 %; None keeps them exact."""
+                 crash_lifetime=3600, advertise_interval=5, partition="default", rng=None,
+                 shuffle_heartbeats=False):
+        """`rng` (a random.Random) spreads crash times by ±50 %; None keeps them exact.
+        `shuffle_heartbeats` lists heartbeat entries in a random order (needs `rng`): dea_ng
+        promises no order, so the health manager must not depend on one."""
         self._bus = bus
         self._clock = clock
         self.uuid = uuid
@@ -61,6 +64,7 @@ class SimulatedDea:
         self.crash_lifetime = crash_lifetime
         self.partition = partition
         self._rng = rng
+        self._shuffle = shuffle_heartbeats and rng is not None
         self.instances = {}  # guid -> SimulatedInstance, in start order
         self.active = False
         self.calm = False
@@ -194,11 +198,14 @@ class SimulatedDea:
     # --- the wire --------------------------------------------------------------------------
 
     def heartbeat_payload(self):
-        return {"dea": self.uuid, "droplets": [
+        entries = [
             {"cc_partition": self.partition, "droplet": i.droplet, "version": i.version,
              "instance": i.guid, "index": i.index, "state": i.state,
              "state_timestamp": i.state_timestamp}
-            for i in self.instances.values()]}
+            for i in self.instances.values()]
+        if self._shuffle:
+            self._rng.shuffle(entries)
+        return {"dea": self.uuid, "droplets": entries}
 
     def send_heartbeat(self):
         # The 2013 DEA sends no heartbeat when it has no instances.

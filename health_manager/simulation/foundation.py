@@ -25,6 +25,7 @@ class Scenario:
     crash_period: float = 12.0
     heartbeat_interval: float = 1.0
     startup_delay: float = 1.0
+    shuffle_heartbeats: bool = False  # heartbeat entries in a random order
 
 
 def demo_config(mbus, bulk_host, status_port=0):
@@ -87,19 +88,31 @@ class Snapshot:
 
 
 class Foundation:
-    def __init__(self, clock, bus, scenario, rng, partition="default"):
+    def __init__(self, clock, bus, scenario, rng, partition="default", on_decision=None):
         self._clock = clock
         self._rng = rng
         self.scenario = scenario
-        self.cc = FakeCloudController(bus, clock, partition=partition,
+        self.cc = FakeCloudController(bus, clock, partition=partition, on_decision=on_decision,
                                       user_count=max(1, scenario.apps // 3))
-        self.deas = [
-            SimulatedDea(bus, clock, f"{n}-dea{n:02d}", partition=partition,
-                         heartbeat_interval=scenario.heartbeat_interval,
-                         startup_delay=scenario.startup_delay, rng=rng)
-            for n in range(scenario.deas)]
+        self._bus = bus
+        self._partition = partition
+        self.deas = [self._make_dea(n) for n in range(scenario.deas)]
         self.flapping_apps = set()
         self.crashy_apps = set()
+
+    def _make_dea(self, n):
+        s = self.scenario
+        return SimulatedDea(self._bus, self._clock, f"{n}-dea{n:02d}",
+                            partition=self._partition, heartbeat_interval=s.heartbeat_interval,
+                            startup_delay=s.startup_delay, rng=self._rng,
+                            shuffle_heartbeats=s.shuffle_heartbeats)
+
+    def add_dea(self):
+        """A new, empty DEA joins the foundation; fires once it is subscribed."""
+        dea = self._make_dea(len(self.deas))
+        self.deas.append(dea)
+        self.cc.add_dea(dea.uuid)
+        return dea.start()
 
     def start(self):
         """Start the CC and the DEAs; fires once every subscription is made."""
@@ -107,7 +120,7 @@ class Foundation:
         for dea in self.deas:
             started.append(dea.start())
             # The CC learns DEAs from dea.advertise; seeding the pool avoids racing the first.
-            self.cc.dea_load.setdefault(dea.uuid, 0)
+            self.cc.add_dea(dea.uuid)
         return defer.gatherResults(started, consumeErrors=True)
 
     def stop(self):

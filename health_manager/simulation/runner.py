@@ -2,13 +2,16 @@
 health manager in one process, a timeline of faults, the live view and the verdict.
 
 Timeline: the apps start with some instances missing; for the first 60 % of `--duration`
-instances are crashed or silently killed and one DEA is evacuated; then the faults stop and
-the health manager must heal everything. The run ends at `--duration` once the foundation is
-healthy, or after `--grace` more seconds, and exits 0 only if it healed. Whatever happens
-(Ctrl-C, SIGTERM, an exception) nats-server is stopped before the process exits.
+(the chaos) instances are crashed or silently killed and one DEA is evacuated; then the
+faults stop and the health manager must heal everything. The run ends as soon as the
+foundation is healed after the chaos, and exits 0; at `--duration` plus `--grace` seconds at
+the latest, NOT HEALED, exit 1. Interrupted (Ctrl-C, SIGTERM) it says so and exits 130.
+Whatever happens nats-server is stopped before the process exits. The seed is printed, with
+the command that reruns the same foundation and faults.
 """
 
 import argparse
+import math
 import random
 import sys
 
@@ -30,6 +33,18 @@ CHAOS_FRACTION = 0.6
 SHUTDOWN_TIMEOUT = 8.0
 EXIT_NOT_HEALED = 1
 EXIT_FAILED = 2
+EXIT_INTERRUPTED = 130
+BASE_GRACE = 15
+
+
+def demo_starts_per_second():
+    """The demo configuration's rate limit (queue_batch_size per request_queue): healing
+    can go no faster, so the default grace grows with the foundation's size."""
+    intervals = demo_config("", "")["intervals"]
+    return intervals["queue_batch_size"] / intervals["request_queue"]
+# The options that decide a run, in the order the rerun command lists them.
+RERUN_OPTIONS = ("apps", "instances", "crashy", "flapping", "missing", "deas", "duration",
+                 "grace", "crash_period", "fault_interval")
 
 
 def parse_args(argv):
@@ -49,15 +64,19 @@ def parse_args(argv):
                         help="fraction of instances not running at the start (0.2)")
     parser.add_argument("--deas", type=int, default=4, help="simulated DEAs (4)")
     parser.add_argument("--duration", type=float, default=40, help="seconds to run (40)")
-    parser.add_argument("--grace", type=float, default=15,
-                        help="extra seconds allowed for healing after --duration (15)")
+    parser.add_argument("--grace", type=float, default=None,
+                        help="extra seconds allowed for healing after --duration (default: "
+                             f"{BASE_GRACE}, plus the seconds the health manager's rate "
+                             f"limit of {demo_starts_per_second():g} starts/s needs to start "
+                             "every desired instance once)")
     parser.add_argument("--crash-period", type=float, default=12,
                         help="seconds between crashes of a crashy app (12)")
     parser.add_argument("--fault-interval", type=float, default=2,
                         help="seconds between injected crashes/kills (2)")
     parser.add_argument("--no-evacuation", action="store_true",
                         help="do not evacuate a DEA")
-    parser.add_argument("--seed", type=int, default=None, help="random seed")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="random seed (default: a new one, printed)")
     parser.add_argument("--plain", action="store_true",
                         help="plain periodic lines even on a terminal")
     parser.add_argument("--log", metavar="FILE", help="write the full log to FILE")
@@ -75,7 +94,24 @@ def parse_args(argv):
     for name in ("duration", "crash_period", "fault_interval"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.grace is None:
+        args.grace = BASE_GRACE + math.ceil(args.apps * args.instances
+                                            / demo_starts_per_second())
+    if args.grace < 0:
+        parser.error("--grace must not be negative")
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(2**32)
     return args
+
+
+def rerun_command(args):
+    """The command line that runs the same foundation and faults again."""
+    words = ["health_manager", "simulate", "--seed", str(args.seed)]
+    for name in RERUN_OPTIONS:
+        words += [f"--{name.replace('_', '-')}", f"{getattr(args, name):g}"]
+    if args.no_evacuation:
+        words.append("--no-evacuation")
+    return " ".join(words)
 
 
 class ErrorCounter:
@@ -107,12 +143,16 @@ class SimulationRun:
             apps=args.apps, instances=args.instances, crashy=args.crashy,
             flapping=args.flapping, missing=args.missing, deas=args.deas,
             crash_period=args.crash_period)
+        self._out = out
         self.view = View(out, tty=not args.plain and out.isatty())
         self.nats = NatsServer(die_with_parent=True)
         self.exit_code = EXIT_FAILED
         self.phase = "starting"
+        self.calm_at = None  # when the chaos ended
+        self.healed_at = None
         self.injected_crashes = self.injected_kills = self.evacuations = 0
         self.bus = self.foundation = self.manager = None
+        self.status_url = ""
         self._loops = []
         self._began = None
         self._finished = False
@@ -136,6 +176,11 @@ class SimulationRun:
                                  environ={})
         self.manager = Manager(config, self._reactor)
         self.manager.startService()
+        status = demo_config("", "")["status"]
+        self.status_url = (f"http://{status['user']}:{status['password']}@"
+                           f"{self.manager.status_server.host}/")
+        if not self.view.tty:
+            self._out.write(f"status page: {self.status_url}\n")
         self.foundation.populate()
         self._began = self._reactor.seconds()
         self.phase = "chaos"
@@ -191,13 +236,16 @@ class SimulationRun:
 
     def _calm_down(self):
         self.phase = "settling"
+        self.calm_at = self._reactor.seconds()
         self.foundation.calm_down()
 
     def _tick(self):
         snapshot = self.foundation.snapshot()
         elapsed = self._reactor.seconds() - self._began
+        if self.phase == "settling" and snapshot.healthy and self.healed_at is None:
+            self.healed_at = self._reactor.seconds()
         self.view.update(snapshot, self.progress(elapsed))
-        if elapsed >= self._args.duration and self.phase == "settling" and (
+        if self.phase == "settling" and (
                 snapshot.healthy or elapsed >= self._args.duration + self._args.grace):
             self.finish()
 
@@ -210,7 +258,9 @@ class SimulationRun:
             hm_starts_sent=metrics.health_start_messages_sent,
             hm_stops_sent=metrics.health_stop_messages_sent,
             hm_given_up=metrics.flapping_restarts_given_up,
-            errors=self._errors.count)
+            errors=self._errors.count,
+            heal_time=(None if self.healed_at is None else self.healed_at - self.calm_at),
+            status_url=self.status_url)
 
     # --- the end ---------------------------------------------------------------------------
 
@@ -225,7 +275,10 @@ class SimulationRun:
                 self.phase = "interrupted"
             progress = self.progress(self._reactor.seconds() - self._began)
             self.view.summary(snapshot, progress)
-            self.exit_code = 0 if snapshot.healthy else EXIT_NOT_HEALED
+            if self.phase == "interrupted":
+                self.exit_code = EXIT_INTERRUPTED
+            else:
+                self.exit_code = 0 if snapshot.healthy else EXIT_NOT_HEALED
         if stop_reactor:
             self._reactor.stop()
 
@@ -270,6 +323,9 @@ def main(argv=None, out=None):
     errors = _start_logging(args, tty=not args.plain and out.isatty())
     if args.ha:
         return ha_run.run(reactor, args, out)
+    out.write(f"seed {args.seed}; to run the same foundation and faults again:\n"
+              f"  {rerun_command(args)}\n")
+    out.flush()
     run = SimulationRun(reactor, args, out, errors)
     reactor.addSystemEventTrigger("before", "shutdown", run.shutdown)
     reactor.callWhenRunning(run.begin)

@@ -25,6 +25,21 @@ class Progress:
     hm_stops_sent: int = 0
     hm_given_up: int = 0
     errors: int = 0
+    heal_time: float | None = None  # seconds from the end of the chaos to HEALED
+    status_url: str = ""  # the health manager's status page
+
+
+LEGEND = (
+    "  crashed kept: crashed instances a DEA still reports (dea_ng keeps the latest crash\n"
+    "                of each app for an hour); they are not running and need no action.\n"
+    "  extra:        RUNNING instances beyond one per desired index (duplicates, indices\n"
+    "                above the desired count, old versions) that the HM should stop.\n"
+    "  refused:      requests the Cloud Controller did not act on (PROTOCOL.md §3); a few\n"
+    "                come from apps that changed while the HM's desired state lagged.")
+
+
+def plural(count, noun, plural_form=None):
+    return f"{count} {noun if count == 1 else plural_form or noun + 's'}"
 
 
 class View:
@@ -33,14 +48,14 @@ class View:
 
     def __init__(self, out, tty, plain_period=2.0):
         self._out = out
-        self._tty = tty
+        self.tty = tty
         self._plain_period = plain_period
         self._last_plain = None
         self._history = collections.deque()  # (time, heartbeats) within RATE_WINDOW
 
     def update(self, snapshot, progress):
         rate = self._heartbeat_rate(snapshot)
-        if self._tty:
+        if self.tty:
             self._out.write(CLEAR + render_panel(snapshot, progress, rate) + "\n")
             self._out.flush()
         elif self._last_plain is None or snapshot.at - self._last_plain >= self._plain_period:
@@ -80,13 +95,18 @@ def render_panel(s, p, rate):
         f"  now        {s.starting} starting, {s.crashed} crashed kept, {s.extra} extra",
         f"  DEAs       {s.deas_active} active, {rate:.1f} heartbeats/s",
         "",
-        f"  faults     {p.injected_crashes} crashes and {p.injected_kills} silent kills "
-        f"injected, {p.evacuations} DEA evacuated; {s.crashes} crashes in all",
+        f"  faults     {plural(p.injected_crashes, 'crash', 'crashes')} and "
+        f"{plural(p.injected_kills, 'silent kill')} injected, "
+        f"{plural(p.evacuations, 'DEA evacuation')}; "
+        f"{plural(s.crashes, 'crash', 'crashes')} in all",
         f"  HM sent    {p.hm_starts_sent} health.start, {p.hm_stops_sent} health.stop"
         f"  ({p.hm_given_up} flapping restarts given up)",
         f"  CC         starts {s.starts_accepted} accepted / {s.starts_refused} refused, "
         f"stops {s.stops_accepted} accepted / {s.stops_refused} refused",
         f"  errors     {p.errors} logged",
+        f"  status     {p.status_url}  (the health manager's status page)",
+        "",
+        LEGEND,
         "",
         "  Ctrl-C stops everything.",
     ])
@@ -102,8 +122,14 @@ def render_line(s, p, rate):
 
 
 def render_summary(s, p):
-    verdict = ("HEALED: every desired instance is running" if s.healthy else
-               f"NOT HEALED: {s.missing} desired instances still missing")
+    if p.phase == "interrupted":
+        verdict = "INTERRUPTED before the faults ended: not judged"
+    elif s.healthy:
+        verdict = "HEALED: every desired instance is running"
+    else:
+        verdict = (f"NOT HEALED: {plural(s.missing, 'desired instance')} still missing")
+    heal = ("" if p.heal_time is None else
+            f"  time to heal: {p.heal_time:.1f} s after the faults stopped\n")
     return "\n".join([
         "",
         f"Summary after {p.elapsed:.1f} s" + (" (interrupted)" if p.phase == "interrupted"
@@ -113,12 +139,14 @@ def render_summary(s, p):
         f"crashed kept: {s.crashed}   extra: {s.extra}",
         f"  apps: {s.apps}, of which flapping: {s.flapping_apps} "
         f"(HM gave up {p.hm_given_up} restarts)",
-        f"  faults injected: {p.injected_crashes} crashes, {p.injected_kills} silent kills, "
-        f"{p.evacuations} DEA evacuations; crashes in all: {s.crashes}",
+        f"  faults injected: {plural(p.injected_crashes, 'crash', 'crashes')}, "
+        f"{plural(p.injected_kills, 'silent kill')}, "
+        f"{plural(p.evacuations, 'DEA evacuation')}; crashes in all: {s.crashes}",
         f"  health manager sent: {p.hm_starts_sent} health.start, "
         f"{p.hm_stops_sent} health.stop",
         f"  cloud controller: starts {s.starts_accepted} accepted, {s.starts_refused} refused; "
         f"stops {s.stops_accepted} accepted, {s.stops_refused} refused",
         f"  errors logged: {p.errors}",
-        verdict,
+        LEGEND,
+        heal + verdict,
     ])

@@ -14,9 +14,10 @@ class FakeDesiredState:
     apps into the policy itself.
     """
 
-    def __init__(self, available=True, fresh=True):
+    def __init__(self, available=True, fresh=True, last_success=None):
         self.available = available
         self.fresh = fresh
+        self.last_success = last_success
         self.refresh_calls = 0
 
     def is_fresh(self):

@@ -225,7 +225,7 @@ class LiveFoundation:
                          self.bus.subscribe("health.stop", self.recorder)]
         for dea in self.deas:
             subscriptions.append(dea.start())
-            self.cc.dea_load.setdefault(dea.uuid, 0)
+            self.cc.add_dea(dea.uuid)
         await defer.gatherResults(subscriptions, consumeErrors=True)
         if self.nats.running:
             await self.bus.flush()  # the server has every subscription before we go on

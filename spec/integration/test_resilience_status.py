@@ -7,7 +7,7 @@ import base64
 
 from twisted.trial.unittest import TestCase
 
-from health_manager import status_server
+from health_manager.web import status_server
 from health_manager.simulation.cloud_controller import FAULT_401
 from spec.integration.support import (
     BULK_PASSWORD, MBUS_PASSWORD, STATUS_PASSWORD, STATUS_USER, LiveFoundation, LogCapture,

@@ -54,17 +54,21 @@ class SimulateCommandTests(SynchronousTestCase):
         self.assertEqual(alive, [])
 
     def test_simulate_heals_and_cleans_up(self):
-        """A short simulation reports HEALED, exits 0 and stops its nats-server."""
+        """A short simulation prints its rerun command, reports HEALED with its time to
+        heal, exits 0 and stops its nats-server."""
         process = self.launch("--apps", "5", "--instances", "2", "--duration", "20")
         servers = self.watch(process, timeout=90)
         output = process.stdout.read()
         self.assertEqual(process.returncode, 0, output)
         self.assertIn("HEALED: every desired instance is running", output)
+        self.assertIn("health_manager simulate --seed 1 --apps 5 --instances 2", output)
+        self.assertIn("time to heal:", output)
         self.assertTrue(servers, "no nats-server child was seen")
         self.assertNoneAlive(servers)
 
     def test_sigterm_stops_everything(self):
-        """SIGTERM prints the summary and leaves no nats-server behind."""
+        """SIGTERM prints the summary, says interrupted (exit 130) and leaves no
+        nats-server behind."""
         process = self.launch("--apps", "5", "--instances", "2", "--duration", "60")
         servers = self.watch(process, timeout=30, until=lambda found: bool(found))
         time.sleep(3)
@@ -73,4 +77,6 @@ class SimulateCommandTests(SynchronousTestCase):
         output = process.stdout.read()
         self.assertIn("Summary after", output)
         self.assertIn("(interrupted)", output)
+        self.assertIn("INTERRUPTED before the faults ended: not judged", output)
+        self.assertEqual(process.returncode, 130)
         self.assertNoneAlive(servers)

@@ -13,8 +13,9 @@ from health_manager.component import ANNOUNCE_SUBJECT, DISCOVER_SUBJECT, Compone
 from health_manager.config import build_config
 from health_manager.metrics import Metrics
 from health_manager.simulation.nats_server import NatsServer
-from health_manager.status_server import StatusServer
+from health_manager.web.status_server import StatusServer
 from health_manager.testing.bus import InMemoryBus
+from spec.status_support import make_view
 
 MBUS_PASSWORD = "mbus-Pa55word-never-shown"
 USER, PASSWORD = "thin", "thin-secret"
@@ -64,7 +65,8 @@ class _HttpTestCase(TestCase):
     def start_server(self, config, bus, bus_connected):
         self.metrics = Metrics()
         self.component = Component(config, bus, self.reactor)
-        self.server = StatusServer(config, self.metrics, self.component, bus_connected,
+        view, _desired = make_view(config, self.reactor, self.metrics, bus_connected)
+        self.server = StatusServer(config, self.metrics, self.component, view,
                                    self.reactor, self.reactor)
         self.server.startService()
         self.addCleanup(self.server.stopService)
@@ -119,12 +121,14 @@ class StatusHttpTests(_HttpTestCase):
         self.assertNotIn("mbus", varz["config"])
 
     async def test_healthz(self):
-        """/healthz says ok (200) while the bus is connected, not connected (503) else."""
+        """/healthz says status ok (200) while the bus is connected, unavailable (503)
+        else, as application/json."""
         response, body = await self.get("/healthz")
-        self.assertEqual((response.code, body), (200, b"ok\n"))
+        self.assertEqual((response.code, orjson.loads(body)["status"]), (200, "ok"))
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/json"])
         self.connected = False
         response, body = await self.get("/healthz")
-        self.assertEqual((response.code, body), (503, b"not connected\n"))
+        self.assertEqual((response.code, orjson.loads(body)["nats"]), (503, "disconnected"))
 
     async def test_not_found_and_not_allowed(self):
         """Other paths answer 404 and other methods 405."""
@@ -173,11 +177,12 @@ class StatusOverNatsTests(_HttpTestCase):
         """/healthz answers ok while NATS is up and not connected once it is gone."""
         await wait_until(self.reactor, lambda: self.bus.connected)
         response, body = await self.get("/healthz")
-        self.assertEqual((response.code, body), (200, b"ok\n"))
+        self.assertEqual((response.code, orjson.loads(body)["nats"]), (200, "connected"))
         self.nats.kill()
         await wait_until(self.reactor, lambda: not self.bus.connected)
         response, body = await self.get("/healthz")
-        self.assertEqual((response.code, body), (503, b"not connected\n"))
+        self.assertEqual((response.code, orjson.loads(body)["reasons"]),
+                         (503, ["NATS is not connected"]))
         response, body = await self.get("/varz")
         self.assertIs(orjson.loads(body)["nats_connected"], False)
         self.assertNotIn(MBUS_PASSWORD.encode(), body)

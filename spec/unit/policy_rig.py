@@ -76,6 +76,13 @@ class PolicyRig:
     def heartbeat(self, *entries, dea="dea-1"):
         self.bus.publish_json("dea.heartbeat", {"dea": dea, "droplets": list(entries)})
 
+    def settle(self, *entries, dea="dea-1"):
+        """Heartbeat `entries` now and again droplet_lost later: instances heard over a
+        whole droplet_lost are proven alive, so their duplicates and extras may be stopped."""
+        self.heartbeat(*entries, dea=dea)
+        self.advance(self.intervals.droplet_lost)
+        self.heartbeat(*entries, dea=dea)
+
     def beat(self, guid, index, droplet="app-1", version="v1", state="RUNNING", ts=None):
         return {"droplet": droplet, "version": version, "instance": guid, "index": index,
                 "state": state, "state_timestamp": self.now() if ts is None else ts,

@@ -120,11 +120,34 @@ class WarningTests(SynchronousTestCase):
                      "something_else"):
             self.assertTrue(any(name in w for w in warnings), name)
 
+    def test_unknown_key_hints_the_closest_known_key(self):
+        """An unknown key's warning suggests the closest known key of its section."""
+        _, warnings = build(intervals={"droplet_analysis": 20, "desired_state_updte": 60},
+                            status={"prot": 1}, local_rout="127.0.0.1", zzz=1)
+        self.assertEqual(sorted(warnings), [
+            "unknown config key 'intervals.desired_state_updte' ignored "
+            "(did you mean 'desired_state_update'?)",
+            "unknown config key 'intervals.droplet_analysis' ignored "
+            "(did you mean 'droplets_analysis'?)",
+            "unknown config key 'local_rout' ignored (did you mean 'local_route'?)",
+            "unknown config key 'status.prot' ignored (did you mean 'port'?)",
+            "unknown config key 'zzz' ignored",
+        ])
+
     def test_unused_hm2_keys_warn_that_they_have_no_effect(self):
         """postpone_update / analysis_delay / run_loop_interval are accepted with a warning."""
         _, warnings = build(intervals={"postpone_update": 30})
         self.assertEqual(warnings, [
             "config key 'intervals.postpone_update' has no effect (HM 2.0 did not use it either)"])
+
+    def test_cf_release_job_keys_warn_that_they_have_no_effect(self):
+        """health_manager_next's expected_state_update / restart_timeout / stable_state are
+        named as having no effect, not as unknown."""
+        _, warnings = build(intervals={"expected_state_update": 60, "restart_timeout": 20,
+                                       "stable_state": 60})
+        self.assertEqual(sorted(warnings), [
+            f"config key 'intervals.{key}' has no effect (HM 2.0 did not use it either)"
+            for key in ("expected_state_update", "restart_timeout", "stable_state")])
 
 
 class FailureTests(SynchronousTestCase):
@@ -180,6 +203,18 @@ class FailureTests(SynchronousTestCase):
     def test_bad_log_level(self):
         """An unknown logging.level fails naming it."""
         self.assertFailsNaming("logging.level", logging={"level": "loud"})
+
+    def test_bad_log_level_from_environment(self):
+        """LOG_LEVEL=loud fails naming the environment variable, not the config key."""
+        error = self.assertRaises(ConfigError, build, environ={"LOG_LEVEL": "loud"})
+        self.assertEqual(error.key, "LOG_LEVEL")
+        self.assertTrue(str(error).startswith("environment variable LOG_LEVEL: must be one"),
+                        str(error))
+
+    def test_bad_mbus_uri_from_environment(self):
+        """A bad MBUS_URI fails naming the environment variable."""
+        error = self.assertRaises(ConfigError, build, environ={"MBUS_URI": "http://x"})
+        self.assertIn("environment variable MBUS_URI", str(error))
 
     def test_section_must_be_mapping(self):
         """intervals: 5 fails naming intervals."""

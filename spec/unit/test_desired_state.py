@@ -6,7 +6,7 @@ import orjson
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -134,7 +134,7 @@ class DesiredStateTestCase(SynchronousTestCase):
         self.unreadable = []
         self.on_app = self.applied.append
         self.desired = DesiredState(self.config, self.scheduler, self.bus, self.http,
-                                    self.metrics, lambda app: self.on_app(app),
+                                    self.metrics, lambda app, asked_at: self.on_app(app),
                                     jitter=lambda: self.jitter_value,
                                     on_unreadable=self.unreadable.append)
         self.addCleanup(self.desired.stop)
@@ -227,6 +227,18 @@ class CredentialsTests(DesiredStateTestCase):
         self.advance(1)
         self.assertEqual(len(self.bus.requests), 3)
         self.assertTrue(self.desired.available)
+
+    def test_credentials_without_nats_name_nats(self):
+        """With NATS down, the bulk-update error says NATS is why there are no credentials."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.bus.set_connected(False)
+        self.credential_replies = []  # nobody can answer without NATS
+        d = self.refresh()
+        self.advance(5)
+        self.successResultOf(d)
+        errors = [formatEvent(e) for e in events if e["log_level"] == LogLevel.error]
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn("NATS is not connected, and the credentials come over NATS", errors[0])
 
     def test_bad_credentials_reply(self):
         """A credentials reply that is not an object with string user and password is
@@ -666,7 +678,7 @@ class IoClockTests(SynchronousTestCase):
                 return hanging
 
         state = DesiredState(config, scheduler, None, HangingClient(), Metrics(),
-                             on_app=lambda app: None, io_clock=io_clock)
+                             on_app=lambda app, asked_at: None, io_clock=io_clock)
         d = Deferred.fromCoroutine(state._get_json(state._base + "/counts", ("u", "p")))
         d.addErrback(errors.append)
         policy_clock.advance(10_000)

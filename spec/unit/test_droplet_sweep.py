@@ -50,7 +50,7 @@ class SweepTests(SynchronousTestCase):
     def test_quiet_droplet_is_finished_by_the_sweep(self):
         """A droplet with every index alive: None, old crash entries pruned, figures added."""
         for index, guid in enumerate(["a", "b"]):
-            self.droplet.process_heartbeat(beat(guid, index), 300)
+            self.droplet.process_heartbeat(beat(guid, index), 300, DROPLET_LOST)
         self.droplet.crashes["old"] = (0, 1.0)
         self.droplet.crashes["new"] = (300, 2.0)
         self.assertIsNone(self.sweep(320))
@@ -60,8 +60,8 @@ class SweepTests(SynchronousTestCase):
     def test_vanished_instance_marked_down_and_missing(self):
         """A RUNNING slot unheard for droplet_lost is marked DOWN and reported missing;
         the droplet is left to the caller, its figures not yet added."""
-        self.droplet.process_heartbeat(beat("a", 0), 10)
-        self.droplet.process_heartbeat(beat("b", 1), 30)
+        self.droplet.process_heartbeat(beat("a", 0), 10, DROPLET_LOST)
+        self.droplet.process_heartbeat(beat("b", 1), 30, DROPLET_LOST)
         self.assertEqual(self.sweep(41), [0])
         record = self.droplet.find_instance("v1", 0)
         self.assertEqual((record.state, record.state_timestamp), (DOWN, 41))
@@ -70,7 +70,7 @@ class SweepTests(SynchronousTestCase):
 
     def test_absent_indices_created_down_in_index_order_when_due(self):
         """When the missing check is due, absent live indices are created DOWN, in order."""
-        self.droplet.process_heartbeat(beat("b", 1), 10)
+        self.droplet.process_heartbeat(beat("b", 1), 10, DROPLET_LOST)
         self.assertEqual(self.sweep(40), [0])
         self.assertEqual(list(self.droplet.versions["v1"]), [1, 0])
         self.assertEqual(self.droplet.find_instance("v1", 0).state, DOWN)
@@ -78,7 +78,7 @@ class SweepTests(SynchronousTestCase):
     def test_no_missing_check_still_marks_and_creates_nothing(self):
         """Without a due missing check, vanished slots are still marked DOWN, no slot is
         created, and the droplet is finished with its vanished and absent slots counted."""
-        self.droplet.process_heartbeat(beat("a", 0), 10)
+        self.droplet.process_heartbeat(beat("a", 0), 10, DROPLET_LOST)
         self.assertIsNone(self.sweep(41, find_missing=False))
         self.assertEqual(self.droplet.find_instance("v1", 0).state, DOWN)
         self.assertEqual(list(self.droplet.versions["v1"]), [0])
@@ -87,10 +87,10 @@ class SweepTests(SynchronousTestCase):
     def test_other_versions_and_higher_indices_are_marked_too(self):
         """Slots outside the live version's desired indices are marked DOWN as well, and
         such a droplet is left to the caller (it may have extra instances)."""
-        self.droplet.process_heartbeat(beat("a", 0), 100)
-        self.droplet.process_heartbeat(beat("b", 1), 100)
-        self.droplet.process_heartbeat(beat("c", 5), 10)
-        self.droplet.process_heartbeat(beat("d", 0, version="v0"), 10)
+        self.droplet.process_heartbeat(beat("a", 0), 100, DROPLET_LOST)
+        self.droplet.process_heartbeat(beat("b", 1), 100, DROPLET_LOST)
+        self.droplet.process_heartbeat(beat("c", 5), 10, DROPLET_LOST)
+        self.droplet.process_heartbeat(beat("d", 0, version="v0"), 10, DROPLET_LOST)
         self.assertEqual(self.sweep(110), [])
         self.assertEqual(self.droplet.find_instance("v1", 5).state, DOWN)
         self.assertEqual(self.droplet.find_instance("v0", 0).state, DOWN)
@@ -98,15 +98,15 @@ class SweepTests(SynchronousTestCase):
 
     def test_pending_restart_is_not_missing_and_crashed_is(self):
         """A slot with a pending restart is not missing; a recently heard CRASHED one is."""
-        self.droplet.process_heartbeat(beat("a", 0), 10)
-        self.droplet.process_heartbeat(beat("b", 1), 40)
+        self.droplet.process_heartbeat(beat("a", 0), 10, DROPLET_LOST)
+        self.droplet.process_heartbeat(beat("b", 1), 40, DROPLET_LOST)
         self.droplet.find_instance("v1", 0).pending_restart = Receipt()
         self.droplet.find_instance("v1", 1).state = CRASHED
         self.assertEqual(self.sweep(50), [1])
 
     def test_app_not_started_is_left_to_the_caller(self):
         """A STOPPED app has no missing indices, and its figures are left to add_realtime()."""
-        self.droplet.set_desired(app(state=STOPPED), 0)
+        self.droplet.set_desired(app(state=STOPPED), 0, 0)
         self.assertEqual(self.sweep(40), [])
         self.assertEqual(self.droplet.versions, {})
         self.assertEqual(totals_tuple(self.totals), (0,) * 11)
@@ -131,11 +131,11 @@ def build(desired, slots, crash_times):
     for version, index, guid, state, heard, pending in slots:
         if state == EXITED:
             # Heard RUNNING, then a crash exit: CRASHED, or FLAPPING on the slot's 2nd crash.
-            droplet.process_heartbeat(beat(guid, index, version, RUNNING), heard)
-            record = droplet.process_exit(version, index, guid, heard)
-            droplet.process_exit_crash(record, guid, heard, FLAPPING_TIMEOUT, 1, heard)
+            droplet.process_heartbeat(beat(guid, index, version, RUNNING), heard, DROPLET_LOST)
+            record, held = droplet.process_exit(version, index, guid, heard)
+            droplet.process_exit_crash(record, guid, heard, FLAPPING_TIMEOUT, 1, heard, held)
         else:
-            droplet.process_heartbeat(beat(guid, index, version, state), heard)
+            droplet.process_heartbeat(beat(guid, index, version, state), heard, DROPLET_LOST)
         if pending:
             droplet.find_instance(version, index).pending_restart = Receipt()
     for number, seen in enumerate(crash_times):
@@ -162,7 +162,7 @@ class SweepEquivalenceTests(SynchronousTestCase):
                                  ("v1", 1, "g2", EXITED, 90, False)], [], 100, True))
     def test_sweep_does_what_the_separate_walks_do(self, case):
         """sweep() == mark_vanished_down() then missing_indices() when due; when it returns
-        None, nothing was missing or prunable and prune_crashes() + add_realtime() ran."""
+        None, nothing was missing or to stop and prune_crashes() + add_realtime() ran."""
         desired, slots, crash_times, now, find_missing = case
         swept = build(desired, slots, crash_times)
         reference = build(desired, slots, crash_times)
@@ -172,7 +172,10 @@ class SweepEquivalenceTests(SynchronousTestCase):
         missing = reference_missing_indices(reference, now) if find_missing else []
         if result is None:
             self.assertEqual(missing, [])
-            self.assertFalse(reference.may_have_extra_instances())
+            unchanged = reference.to_view()
+            stops, _, held_back = reference.plan_stops(now, DROPLET_LOST)
+            self.assertEqual((stops, held_back), ({}, 0))
+            self.assertEqual(reference.to_view(), unchanged)
             reference.prune_crashes(now, FLAPPING_TIMEOUT)
             reference.add_realtime(reference_totals)
         else:

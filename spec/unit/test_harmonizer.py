@@ -97,10 +97,21 @@ class ExtraInstanceTests(SynchronousTestCase):
         """An extra index is stopped with `running` still counting it, so the CC acts."""
         rig = self.rig
         rig.desire(instances=2)
-        rig.heartbeat(rig.beat("g0", 0), rig.beat("g1", 1), rig.beat("g2", 2))
+        rig.settle(rig.beat("g0", 0), rig.beat("g1", 1), rig.beat("g2", 2))
+        rig.desire(instances=2)
         rig.analyze()
         self.assertEqual(rig.stops(), [stop({"g2": "v1"}, {"v1": 3})])
         self.assertEqual(rig.starts(), [])
+
+    def test_extra_is_the_high_index_whatever_order_it_was_heard_in(self):
+        """Wanting 2 of indices 0, 1, 2, with index 2 heard first (after an HM restart, before
+        the first bulk pass): index 2 is stopped, never wanted index 1 (issue 9, found with
+        the CC's own respondent code; HM 2.0 kept slots in insertion order)."""
+        rig = self.rig
+        rig.settle(rig.beat("e2-0", 0), rig.beat("e2-2", 2), rig.beat("e2-1", 1))
+        rig.desire(instances=2)
+        rig.analyze()
+        self.assertEqual(rig.stops(), [stop({"e2-2": "v1"}, {"v1": 3})])
 
     def test_stopped_app_instances_stopped(self):
         """Every live instance of a STOPPED app is stopped."""
@@ -114,16 +125,54 @@ class ExtraInstanceTests(SynchronousTestCase):
         """An instance of a version other than the live one is stopped."""
         rig = self.rig
         rig.desire(instances=1, version="v2")
-        rig.heartbeat(rig.beat("new", 0, version="v2"), rig.beat("old", 0, version="v1"))
+        rig.settle(rig.beat("new", 0, version="v2"), rig.beat("old", 0, version="v1"))
+        rig.desire(instances=1, version="v2")
         rig.analyze()
         self.assertEqual(rig.stops(), [stop({"old": "v1"}, {"v2": 1, "v1": 1}, version="v2")])
 
     def test_duplicate_guid_stopped_from_heartbeat(self):
-        """Two guids alternating on one index: the intruder is stopped, running counts both."""
+        """A second instance on a proven index is stopped as soon as it is heard, with
+        `running` counting both."""
         rig = self.rig
         rig.desire(instances=1)
-        rig.heartbeat(rig.beat("a", 0), rig.beat("b", 0), rig.beat("a", 0))
+        rig.settle(rig.beat("a", 0))
+        rig.desire(instances=1)
+        rig.heartbeat(rig.beat("b", 0), rig.beat("a", 0))
         self.assertEqual(rig.stops(), [stop({"b": "v1"}, {"v1": 2})])
+
+    def test_duplicate_stop_names_the_same_instance_every_time(self):
+        """Two instances heartbeating in turn on one index: every stop names the newcomer,
+        never the other (HM 2.0 alternated and could stop both)."""
+        rig = self.rig
+        rig.desire(instances=1)
+        rig.settle(rig.beat("a", 0))
+        for _ in range(4):
+            rig.desire(instances=1)
+            rig.heartbeat(rig.beat("b", 0), dea="dea-2")
+            rig.heartbeat(rig.beat("a", 0))
+            rig.analyze()
+            rig.advance(1)
+        self.assertEqual({guid for s in rig.stops() for guid in s["instances"]}, {"b"})
+
+    def test_duplicate_plus_missing_index_heals(self):
+        """Desired 3: index 0 runs twice, index 1 once, index 2 is missing. The start for
+        index 2 counts held indices (running 2 < 3, so the CC acts); the duplicate's stop
+        waits until index 2 runs, then leaves with running 4 (remaining 3, so the CC acts).
+        HM 2.0 sent running 3 with both and the CC refused both for ever (issue 9)."""
+        rig = self.rig
+        rig.desire(instances=3)
+        rig.settle(rig.beat("alpha", 0), rig.beat("one", 1))
+        rig.heartbeat(rig.beat("beta", 0), dea="dea-2")
+        rig.desire(instances=3)
+        rig.analyze()
+        self.assertEqual(rig.starts(), [start(2, {"v1": 2})])
+        self.assertEqual(rig.stops(), [])
+        rig.advance(rig.intervals.droplet_lost)
+        rig.desire(instances=3)
+        rig.settle(rig.beat("alpha", 0), rig.beat("one", 1), rig.beat("two", 2))
+        rig.heartbeat(rig.beat("beta", 0), dea="dea-2")
+        rig.analyze()
+        self.assertEqual(rig.stops(), [stop({"beta": "v1"}, {"v1": 4})])
 
     def test_no_duplicate_stop_while_droplet_stale(self):
         """No duplicate-guid stop for a droplet whose desired state awaits a refresh."""
@@ -147,7 +196,7 @@ class ExtraInstanceTests(SynchronousTestCase):
         rig.advance(181)
         rig.heartbeat(rig.beat("g0", 0), rig.beat("g1", 1, state="STARTING"))
         rig.analyze()
-        self.assertEqual(rig.stops(), [stop({"g0": "v1", "g1": "v1"}, {"v1": 1})])
+        self.assertEqual(rig.stops(), [stop({"g0": "v1", "g1": "v1"}, {"v1": 2})])
         self.assertEqual(rig.starts(), [])
 
     def test_extra_app_without_instances_sends_no_stop(self):

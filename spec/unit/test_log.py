@@ -3,11 +3,14 @@
 import io
 import json
 import logging
+import syslog
 
 from twisted.logger import Logger, LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
 from health_manager.config import LoggingConfig
+from twisted.python.syslog import SyslogObserver
+
 from health_manager.log import StdlibLogBridge, make_observer
 
 
@@ -23,6 +26,27 @@ class ObserverTests(SynchronousTestCase):
         config = LoggingConfig(level="warn")
         self.assertEqual(self.emit(config, LogLevel.info, "quiet"), "")
         self.assertIn("loud", self.emit(config, LogLevel.error, "loud"))
+
+    def test_syslog(self):
+        """logging.syslog opens the syslog under that program name and sends it the
+        events at or above the level, besides the normal output."""
+        opened, sent = [], []
+
+        class FakeSyslog(SyslogObserver):
+            openlog = staticmethod(lambda ident, options, facility: opened.append(ident))
+            syslog = staticmethod(lambda priority, text: sent.append((priority, text)))
+
+        out = io.StringIO()
+        config = LoggingConfig(level="info", syslog="vcap.health_manager")
+        observer = make_observer(config, stdout=out, syslog_observer=FakeSyslog)
+        log = Logger(observer=observer)
+        log.debug("hidden")
+        log.warn("disk {what}", what="full")
+        self.assertEqual(opened, ["vcap.health_manager"])
+        [(priority, text)] = sent
+        self.assertEqual(priority, syslog.LOG_WARNING)
+        self.assertTrue(text.endswith("disk full"), text)
+        self.assertIn("disk full", out.getvalue())
 
     def test_off_writes_nothing(self):
         """logging.level: off silences every line."""

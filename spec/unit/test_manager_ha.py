@@ -48,7 +48,7 @@ class ManagerHaTests(SynchronousTestCase):
     def test_standby_nudger_sends_nothing(self):
         """The Manager's Nudger asks the lease: a standby's start is dropped, not queued."""
         hm, bus = manager(ha=HA)
-        hm.nudger.queue_start(start("a"), LOW)
+        hm.nudger.queue_start("a", 0, LOW, lambda: start("a"))
         self.assertEqual(bus.published_json("health.start"), [])
         self.assertEqual(len(hm.nudger), 0)
         self.assertEqual(hm.metrics.varz()["ha_suppressed_messages"], 1)
@@ -66,7 +66,7 @@ class ManagerHaTests(SynchronousTestCase):
         """Without `ha`: SingleLeadership, acting, ha_role 'single', no queue group."""
         hm, bus = manager()
         self.assertIsInstance(hm.leadership, SingleLeadership)
-        hm.nudger.queue_start(start("a"), LOW)
+        hm.nudger.queue_start("a", 0, LOW, lambda: start("a"))
         self.assertEqual(len(bus.published_json("health.start")), 1)
         self.assertEqual(hm.metrics.varz()["ha_role"], "single")
         hm.reporter.subscribe()

@@ -22,13 +22,18 @@ def app(instances=2, state="STARTED", version="v1", package_state="STAGED"):
                       package_state=package_state, updated_at=100, memory=256)
 
 
+DROPLET_LOST = 30
+
+
 def feed(droplet, guids, index=0, version="v1", state=RUNNING, now=10):
-    extra = None
+    """Heartbeat each guid in turn; returns the last duplicate reported, or None."""
+    found = None
     for guid in guids:
-        extra = droplet.process_heartbeat(
+        duplicate = droplet.process_heartbeat(
             parse_heartbeat_entry(entry(instance=guid, index=index, version=version,
-                                        state=state)), now)
-    return extra
+                                        state=state)), now, DROPLET_LOST)
+        found = duplicate if duplicate is not None else found
+    return found
 
 
 class HeartbeatEntryTests(SynchronousTestCase):
@@ -54,44 +59,108 @@ class HeartbeatEntryTests(SynchronousTestCase):
         self.assertIsNone(beat.state_timestamp)
 
 
-class GuidStreamTests(SynchronousTestCase):
+class DuplicateTests(SynchronousTestCase):
     def setUp(self):
         self.droplet = DropletRegistry().get_or_create("app-1", 0)
 
-    def test_same_guid_twice_then_new_is_not_a_duplicate(self):
-        """alpha, alpha, beta: nothing to stop."""
-        self.assertIsNone(feed(self.droplet, ["alpha", "alpha", "beta"]))
+    def slot(self):
+        return self.droplet.find_instance("v1", 0)
 
-    def test_alternating_guids_stop_the_intruder(self):
-        """alpha, beta, alpha: stop beta, keep alpha."""
-        self.assertEqual(feed(self.droplet, ["alpha", "beta", "alpha"]), "beta")
+    def test_one_guid_again_and_again_is_no_duplicate(self):
+        """alpha, alpha, alpha: one instance, nothing to stop."""
+        self.assertIsNone(feed(self.droplet, ["alpha", "alpha", "alpha"]))
+        self.assertIsNone(self.slot().duplicates)
 
-    def test_replaced_guid_is_stopped(self):
-        """alpha, beta, beta: stop alpha."""
-        self.assertEqual(feed(self.droplet, ["alpha", "beta", "beta"]), "alpha")
+    def test_second_live_guid_is_a_duplicate_of_the_primary(self):
+        """alpha then beta on a held index: beta is reported once, alpha stays primary."""
+        self.assertEqual(feed(self.droplet, ["alpha", "beta"]), "beta")
+        self.assertIsNone(feed(self.droplet, ["beta", "alpha", "beta"]))
+        self.assertEqual((self.slot().guid, sorted(self.slot().duplicates)),
+                         ("alpha", ["beta"]))
 
-    def test_stream_keeps_three_guids(self):
-        """The guid stream holds at most the last three guids."""
-        feed(self.droplet, ["a", "b", "c", "d", "e"])
-        self.assertEqual(self.droplet.find_instance("v1", 0).guid_stream, ["c", "d", "e"])
+    def test_alternating_heartbeats_keep_one_stable_primary(self):
+        """alpha, beta, alpha, beta, ...: the primary never changes, so the instance to stop
+        is always beta (HM 2.0 named alpha and beta in turn)."""
+        feed(self.droplet, ["alpha", "beta"] * 5)
+        self.assertEqual(self.slot().guid, "alpha")
+        self.assertEqual(list(self.slot().live_guids(10, DROPLET_LOST)), ["alpha", "beta"])
+
+    def test_running_duplicate_replaces_a_starting_primary(self):
+        """A RUNNING instance is kept over a STARTING one, whatever came first."""
+        feed(self.droplet, ["alpha"], state=STARTING)
+        feed(self.droplet, ["beta"], state=RUNNING)
+        self.assertEqual((self.slot().guid, sorted(self.slot().duplicates)),
+                         ("beta", ["alpha"]))
+
+    def test_new_guid_takes_over_a_down_slot(self):
+        """After the primary exits, the next instance heard is the primary, not a duplicate."""
+        feed(self.droplet, ["alpha"])
+        self.droplet.process_exit("v1", 0, "alpha", 11)
+        self.assertIsNone(feed(self.droplet, ["beta"], now=12))
+        self.assertEqual((self.slot().guid, self.slot().duplicates), ("beta", None))
+
+    def test_late_heartbeat_of_an_exited_instance_is_ignored(self):
+        """A heartbeat of an instance that already exited (delivered late) changes nothing."""
+        feed(self.droplet, ["alpha"])
+        self.droplet.process_exit("v1", 0, "alpha", 11)
+        feed(self.droplet, ["alpha"], now=12)
+        self.assertEqual(self.slot().state, DOWN)
+
+    def test_exit_of_the_primary_promotes_the_duplicate(self):
+        """The primary exits while a duplicate runs: the slot stays held, by the duplicate."""
+        feed(self.droplet, ["alpha", "beta"])
+        record, held = self.droplet.process_exit("v1", 0, "alpha", 11)
+        self.assertTrue(held)
+        self.assertEqual((record.guid, record.state, record.duplicates), ("beta", RUNNING, None))
+
+    def test_exit_of_a_duplicate_leaves_the_primary(self):
+        """A duplicate's exit removes only the duplicate."""
+        feed(self.droplet, ["alpha", "beta"])
+        record, held = self.droplet.process_exit("v1", 0, "beta", 11)
+        self.assertTrue(held)
+        self.assertEqual((record.guid, record.duplicates), ("alpha", None))
+
+    def test_vanished_duplicate_is_forgotten(self):
+        """A duplicate not heard for droplet_lost is dropped by the analysis walk."""
+        feed(self.droplet, ["alpha", "beta"], now=10)
+        feed(self.droplet, ["alpha"], now=35)
+        self.droplet.mark_vanished_down(41, DROPLET_LOST)
+        self.assertIsNone(self.slot().duplicates)
+
+    def test_primary_is_proven_after_droplet_lost_of_heartbeats(self):
+        """A primary heard once (perhaps a late heartbeat of a dead instance) is not proven;
+        one heard over droplet_lost is."""
+        feed(self.droplet, ["alpha"], now=10)
+        self.assertFalse(self.slot().is_proven(10, DROPLET_LOST))
+        feed(self.droplet, ["alpha"], now=40)
+        self.assertTrue(self.slot().is_proven(40, DROPLET_LOST))
 
 
 class RunningCountTests(SynchronousTestCase):
-    def test_running_counts_distinct_guids_of_running_slots(self):
-        """running: RUNNING slots add their distinct guids, STARTING adds 0, all versions."""
-        droplet = DropletRegistry().get_or_create("app-1", 0)
+    def test_start_counts_held_wanted_indices(self):
+        """A start's running counts indices below the desired count with a RUNNING primary:
+        a duplicate or an extra index does not count (HM 2.0 counted guids)."""
+        droplet = DropletRegistry().apply_desired(app(instances=3), 0)
         feed(droplet, ["a", "b"], index=0)
         feed(droplet, ["c"], index=1, state=STARTING)
-        feed(droplet, ["d"], index=0, version="v0", state=STARTING)
-        self.assertEqual(droplet.running_counts(), {"v1": 2, "v0": 0})
+        feed(droplet, ["x"], index=5)
+        feed(droplet, ["d"], index=0, version="v0")
+        self.assertEqual(droplet.start_running_counts(), {"v1": 1, "v0": 1})
+
+    def test_stop_counts_every_live_instance(self):
+        """A stop's running counts every live instance, duplicates and STARTING included."""
+        droplet = DropletRegistry().apply_desired(app(instances=3), 0)
+        feed(droplet, ["a", "b"], index=0)
+        feed(droplet, ["c"], index=1, state=STARTING)
+        self.assertEqual(droplet.stop_running_counts(10, DROPLET_LOST), {"v1": 3})
 
     def test_crashed_heartbeat_removes_guid_and_records_crash(self):
-        """A CRASHED heartbeat removes its guid from the stream and records a crash."""
+        """A CRASHED heartbeat takes its instance off the slot and records a crash entry."""
         droplet = DropletRegistry().get_or_create("app-1", 0)
         feed(droplet, ["a", "b"])
         droplet.process_heartbeat(parse_heartbeat_entry(
-            entry(instance="a", state="CRASHED", state_timestamp=7.0)), 12)
-        self.assertEqual(droplet.running_counts(), {"v1": 1})
+            entry(instance="a", state="CRASHED", state_timestamp=7.0)), 12, DROPLET_LOST)
+        self.assertEqual(droplet.stop_running_counts(12, DROPLET_LOST), {"v1": 1})
         self.assertEqual(droplet.crashes, {"a": (12, 7.0)})
 
 
@@ -99,18 +168,25 @@ class InstanceTests(SynchronousTestCase):
     def test_crash_count_resets_after_flapping_timeout(self):
         """Two crashes within flapping_timeout make FLAPPING; a longer gap restarts the count."""
         instance = AppInstance(0)
-        instance.crash(100, 500, 1)
+        instance.crash(100, 500, 1, held=False)
         self.assertEqual((instance.state, instance.crash_count), (CRASHED, 1))
-        instance.crash(200, 500, 1)
+        instance.crash(200, 500, 1, held=False)
         self.assertEqual((instance.state, instance.crash_count), (FLAPPING, 2))
-        instance.crash(801, 500, 1)
+        instance.crash(801, 500, 1, held=False)
         self.assertEqual((instance.state, instance.crash_count), (CRASHED, 1))
+
+    def test_crash_of_a_held_slot_counts_but_keeps_it_running(self):
+        """A crash counts even when another instance still holds the slot, which stays live."""
+        instance = AppInstance(0)
+        instance.receive_heartbeat(RUNNING, "g", 1.0, 10, DROPLET_LOST)
+        instance.crash(11, 500, 1, held=True)
+        self.assertEqual((instance.state, instance.crash_count), (RUNNING, 1))
 
     def test_alive_means_recent_heartbeat_and_not_crashed(self):
         """Alive: not CRASHED and heard within droplet_lost; missing: not alive, no restart."""
         instance = AppInstance(0)
         self.assertTrue(instance.is_missing(0, 30))
-        instance.receive_heartbeat(RUNNING, "g", 1.0, 10)
+        instance.receive_heartbeat(RUNNING, "g", 1.0, 10, DROPLET_LOST)
         self.assertTrue(instance.is_alive(40, 30))
         self.assertFalse(instance.is_alive(41, 30))
         instance.pending_restart = object()
@@ -120,11 +196,10 @@ class InstanceTests(SynchronousTestCase):
         """An exit marks the slot DOWN only when it names the slot's current guid."""
         droplet = DropletRegistry().get_or_create("app-1", 0)
         feed(droplet, ["a"])
-        record = droplet.process_exit("v1", 0, "other", 20)
-        self.assertEqual(record.state, RUNNING)
-        droplet.process_exit("v1", 0, "a", 21)
-        self.assertEqual((record.state, record.state_timestamp, record.guid_stream),
-                         (DOWN, 21, []))
+        record, held = droplet.process_exit("v1", 0, "other", 20)
+        self.assertEqual((record.state, held), (RUNNING, True))
+        _, held = droplet.process_exit("v1", 0, "a", 21)
+        self.assertEqual((record.state, record.state_timestamp, held), (DOWN, 21, False))
 
 
 class DropletTests(SynchronousTestCase):
@@ -138,30 +213,58 @@ class DropletTests(SynchronousTestCase):
         self.assertTrue(droplet.desired_state_update_required)
         self.assertFalse(self.droplet.desired_state_update_required)
 
-    def test_extra_index_pruned_by_insertion_order(self):
-        """Slots beyond num_instances (in insertion order) are extra; kept ones count."""
-        for index in (0, 1, 2):
-            feed(self.droplet, ["g%d" % index], index=index)
-        stops = self.droplet.prune_extra_instances()
-        self.assertEqual(stops, {"g2": ("v1", "Extra instance")})
-        self.assertEqual(list(self.droplet.versions["v1"]), [0, 1])
+    def proven(self, *slots, now=10):
+        """Heartbeat (guid, index, version) slots at 10 and again at `now` (default: once)."""
+        for at in sorted({10, now}):
+            for guid, index, version in slots:
+                feed(self.droplet, [guid], index=index, version=version, now=at)
 
-    def test_old_version_pruned_and_table_dropped(self):
-        """Slots of a non-live version are stopped and the empty version table dropped."""
-        feed(self.droplet, ["new"], index=0)
-        feed(self.droplet, ["old"], index=1, version="v0")
-        stops = self.droplet.prune_extra_instances()
+    def test_extra_index_chosen_by_index_not_insertion_order(self):
+        """Index 2 of an app wanting 2 is extra even when its slot was created first (HM 2.0
+        kept slots in insertion order and stopped wanted index 1)."""
+        self.proven(("g2", 2, "v1"), ("g0", 0, "v1"), ("g1", 1, "v1"), now=40)
+        stops, running, held_back = self.droplet.plan_stops(40, DROPLET_LOST)
+        self.assertEqual((stops, running, held_back),
+                         ({"g2": ("v1", "Extra instance")}, {"v1": 3}, 0))
+
+    def test_stops_wait_until_every_wanted_index_runs(self):
+        """While a wanted index is missing, neither a duplicate nor an extra is stopped: the
+        CC would refuse (remaining < desired), and the missing start goes first."""
+        self.proven(("g0", 0, "v1"), ("dup", 0, "v1"), ("g2", 2, "v1"), now=40)
+        self.assertEqual(self.droplet.plan_stops(40, DROPLET_LOST),
+                         ({}, {"v1": 3}, 2))
+        self.proven(("g0", 0, "v1"), ("dup", 0, "v1"), ("g1", 1, "v1"), ("g2", 2, "v1"),
+                    now=80)
+        stops, running, _ = self.droplet.plan_stops(80, DROPLET_LOST)
+        self.assertEqual((stops, running), ({"dup": ("v1", "Instance mismatch"),
+                                             "g2": ("v1", "Extra instance")}, {"v1": 4}))
+
+    def test_old_version_stopped_and_table_dropped(self):
+        """Instances of a non-live version are stopped once the live version runs; a dead
+        old-version slot is removed with its version table."""
+        self.proven(("new0", 0, "v1"), ("new1", 1, "v1"), ("old", 1, "v0"), now=40)
+        self.droplet.instance("v-2", 0, 0)
+        stops, _, _ = self.droplet.plan_stops(40, DROPLET_LOST)
         self.assertEqual(stops, {"old": ("v0", "Live version mismatch")})
-        self.assertNotIn("v0", self.droplet.versions)
+        self.assertNotIn("v-2", self.droplet.versions)
 
     def test_stopped_app_prunes_everything(self):
         """A STOPPED app keeps no slots; live ones are stopped."""
         feed(self.droplet, ["a"], index=0)
         self.droplet.instance("v1", 1, 0)
         self.registry.apply_desired(app(state=STOPPED), 1)
-        self.assertEqual(self.droplet.prune_extra_instances(),
-                         {"a": ("v1", "Droplet state is STOPPED")})
-        self.assertEqual(self.droplet.versions, {})
+        stops, _, _ = self.droplet.plan_stops(10, DROPLET_LOST)
+        self.assertEqual(stops, {"a": ("v1", "Droplet state is STOPPED")})
+        self.assertEqual(list(self.droplet.versions["v1"]), [0])
+
+    def test_desired_state_from_before_an_update_keeps_the_droplet_stale(self):
+        """A bulk page asked for before droplet.updated describes the old app: the droplet
+        stays stale until a page asked for later."""
+        self.droplet.mark_updated(50)
+        self.registry.apply_desired(app(instances=3), 60, asked_at=49)
+        self.assertTrue(self.droplet.desired_state_update_required)
+        self.registry.apply_desired(app(instances=3), 61, asked_at=51)
+        self.assertFalse(self.droplet.desired_state_update_required)
 
     def test_missing_indices_only_for_started_staged(self):
         """Missing indices are reported only for a STARTED, STAGED app."""

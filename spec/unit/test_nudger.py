@@ -15,6 +15,11 @@ def start(droplet, index=0, last_updated=100, running=None):
             "indices": [index], "running": running or {"v1": 0}, "flapping": False}
 
 
+def builder(droplet, index=0, **payload):
+    """A queue_start() payload builder for `droplet` and `index`."""
+    return lambda: start(droplet, index, **payload)
+
+
 class NudgerTests(SynchronousTestCase):
     def setUp(self):
         self.clock = task.Clock()
@@ -25,14 +30,17 @@ class NudgerTests(SynchronousTestCase):
     def sent(self):
         return [p["droplet"] for p in self.bus.published_json("health.start")]
 
+    def queue(self, droplet, priority, index=0, **payload):
+        self.nudger.queue_start(droplet, index, priority, builder(droplet, index, **payload))
+
     def exhaust_budget(self):
-        self.nudger.queue_start(start("warm-1"), LOW)
-        self.nudger.queue_start(start("warm-2"), LOW)
+        self.queue("warm-1", LOW)
+        self.queue("warm-2", LOW)
         self.bus.clear()
 
     def test_start_leaves_at_once_within_budget(self):
         """A queued start is published at once when the rate limit allows."""
-        self.nudger.queue_start(start("a"), LOW)
+        self.queue("a", LOW)
         self.assertEqual(self.sent(), ["a"])
         self.assertEqual(self.metrics.health_start_messages_sent, 1)
         self.assertEqual(len(self.nudger), 0)
@@ -40,7 +48,7 @@ class NudgerTests(SynchronousTestCase):
     def test_rate_limit_batch_size_per_period(self):
         """At most batch_size starts leave per period; the rest wait for drain()."""
         for name in "abcde":
-            self.nudger.queue_start(start(name), NORMAL)
+            self.queue(name, NORMAL)
         self.assertEqual(self.sent(), ["a", "b"])
         self.clock.advance(0.5)
         self.assertEqual(self.nudger.drain(), 0)
@@ -54,33 +62,50 @@ class NudgerTests(SynchronousTestCase):
         """Waiting starts leave highest priority first, FIFO within a priority."""
         self.exhaust_budget()
         for name, priority in (("low", LOW), ("n1", NORMAL), ("high", HIGH), ("n2", NORMAL)):
-            self.nudger.queue_start(start(name), priority)
+            self.queue(name, priority)
         self.clock.advance(1)
         self.nudger.drain()
         self.clock.advance(1)
         self.nudger.drain()
         self.assertEqual(self.sent(), ["high", "n1", "n2", "low"])
 
-    def test_duplicate_dropped_ignoring_last_updated(self):
-        """A start equal but for last_updated to a queued one is dropped."""
+    def test_same_key_queued_once(self):
+        """A start for an app and index already queued is not queued again."""
         self.exhaust_budget()
-        self.nudger.queue_start(start("a", last_updated=1), LOW)
-        self.nudger.queue_start(start("a", last_updated=2), LOW)
-        self.assertEqual(len(self.nudger), 1)
-
-    def test_duplicate_with_other_running_is_not_a_duplicate(self):
-        """`running` is part of a start's identity, as in HM 2.0."""
-        self.exhaust_budget()
-        self.nudger.queue_start(start("a", running={"v1": 0}), LOW)
-        self.nudger.queue_start(start("a", running={"v1": 1}), LOW)
+        self.queue("a", LOW, last_updated=1)
+        self.queue("a", LOW, last_updated=2)
+        self.queue("a", LOW, index=1)
         self.assertEqual(len(self.nudger), 2)
+
+    def test_payload_built_when_the_start_leaves(self):
+        """A queued start's payload is built as it leaves, from the state at that moment:
+        its `running` is never stale (HM 2.0 queued finished payloads)."""
+        self.exhaust_budget()
+        running = {"v1": 0}
+        self.nudger.queue_start("a", 0, LOW, lambda: start("a", running=dict(running)))
+        running["v1"] = 2
+        self.clock.advance(1)
+        self.nudger.drain()
+        self.assertEqual([p["running"] for p in self.bus.published_json("health.start")],
+                         [{"v1": 2}])
+
+    def test_start_no_longer_needed_is_dropped(self):
+        """A queued start whose builder says it is no longer needed is not sent, and does
+        not use the rate limit."""
+        self.exhaust_budget()
+        self.nudger.queue_start("gone", 0, HIGH, lambda: None)
+        self.queue("a", LOW)
+        self.clock.advance(1)
+        self.assertEqual(self.nudger.drain(), 1)
+        self.assertEqual(self.sent(), ["a"])
+        self.assertEqual(self.metrics.queued_starts_dropped, 1)
 
     def test_duplicate_at_higher_priority_raises_queued_start(self):
         """A duplicate at a higher priority raises the queued start (unlike HM 2.0)."""
         self.exhaust_budget()
-        self.nudger.queue_start(start("b"), NORMAL)
-        self.nudger.queue_start(start("a"), LOW)
-        self.nudger.queue_start(start("a"), HIGH)
+        self.queue("b", NORMAL)
+        self.queue("a", LOW)
+        self.queue("a", HIGH)
         self.assertEqual(len(self.nudger), 2)
         self.clock.advance(1)
         self.nudger.drain()
@@ -112,8 +137,8 @@ class NudgerTests(SynchronousTestCase):
     def test_discard_pending(self):
         """discard_pending drops every queued start and says how many."""
         self.exhaust_budget()
-        self.nudger.queue_start(start("a"), LOW)
-        self.nudger.queue_start(start("b"), HIGH)
+        self.queue("a", LOW)
+        self.queue("b", HIGH)
         self.assertEqual(self.nudger.discard_pending(), 2)
         self.clock.advance(1)
         self.assertEqual(self.nudger.drain(), 0)

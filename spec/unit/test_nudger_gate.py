@@ -36,6 +36,11 @@ def start(droplet, index=0):
             "running": {"v1": 0}, "flapping": False}
 
 
+def queue(nudger, droplet, priority):
+    """Queue a start of `droplet` index 0 whose payload is built when it leaves."""
+    nudger.queue_start(droplet, 0, priority, lambda: start(droplet))
+
+
 def stop(droplet):
     return {"droplet": droplet, "last_updated": 100, "instances": {"g1": "v1"},
             "running": {"v1": 1}, "version": "v1"}
@@ -60,7 +65,7 @@ class NudgerGateTests(SynchronousTestCase):
     def test_standby_sends_nothing_and_queues_nothing(self):
         """Not acting: queued, direct and flapping starts and stops are dropped and counted."""
         self.leadership.acting = False
-        self.nudger.queue_start(start("a"), LOW)
+        queue(self.nudger, "a", LOW)
         self.nudger.publish_start(dict(start("b"), flapping=True))
         self.assertFalse(self.nudger.publish_stop(stop("c")))
         self.clock.advance(5)
@@ -73,7 +78,7 @@ class NudgerGateTests(SynchronousTestCase):
     def test_queue_dropped_when_acting_stops(self):
         """Starts waiting for the rate limit are dropped, not sent, once acting stops."""
         for name in "abcd":
-            self.nudger.queue_start(start(name), NORMAL)
+            queue(self.nudger, name, NORMAL)
         self.assertEqual(len(self.nudger), 2)
         self.leadership.acting = False
         self.clock.advance(1)
@@ -87,7 +92,7 @@ class NudgerGateTests(SynchronousTestCase):
 
     def test_asked_right_before_each_publication(self):
         """Every publication asks is_acting() at that moment, not a cached answer."""
-        self.nudger.queue_start(start("a"), LOW)
+        queue(self.nudger, "a", LOW)
         asked = self.leadership.asked
         self.nudger.publish_stop(stop("b"))
         self.nudger.publish_start(start("c"))
@@ -97,16 +102,16 @@ class NudgerGateTests(SynchronousTestCase):
         """Many dropped messages give one 'not acting' line; acting again gives one line."""
         self.leadership.acting = False
         for name in "abcdef":
-            self.nudger.queue_start(start(name), LOW)
+            queue(self.nudger, name, LOW)
         self.leadership.acting = True
-        self.nudger.queue_start(start("g"), LOW)
+        queue(self.nudger, "g", LOW)
         lines = [e["log_format"].split(":")[0] for e in self.events
                  if e["log_format"].startswith(("acting", "not acting"))]
         self.assertEqual(lines, ["not acting", "acting"])
 
     def test_epoch_in_every_start_and_stop_line(self):
         """The 'sent health.start/stop' log lines carry the leadership's epoch."""
-        self.nudger.queue_start(start("a"), LOW)
+        queue(self.nudger, "a", LOW)
         self.nudger.publish_stop(stop("b"))
         sent = [e for e in self.events if e["log_format"].startswith("sent health.")]
         self.assertEqual([e["epoch"] for e in sent], [4, 4])
@@ -122,7 +127,7 @@ class NudgerGateTests(SynchronousTestCase):
     def test_single_hm_always_acts(self):
         """Without an injected leadership the Nudger acts as a lone HM did."""
         nudger = Nudger(Scheduler(self.clock), self.bus, Metrics(), 2, 1.0)
-        nudger.queue_start(start("a"), LOW)
+        queue(nudger, "a", LOW)
         self.assertEqual(self.published(), ["health.start"])
         metrics = Metrics()
         metrics.set_leadership_source(SingleLeadership())

@@ -92,6 +92,22 @@ class SchedulerTests(SynchronousTestCase):
         self.clock.advance(10)
         self.assertEqual(self.calls, [])
 
+    def test_stop_cancels_one_shots(self):
+        """After stop() no pending one-shot (a flapping restart, a retry) runs either."""
+        self.scheduler.after(5, lambda: self.calls.append("after"), "a")
+        self.scheduler.immediately(lambda: self.calls.append("now"), "n")
+        self.successResultOf(self.scheduler.stop())
+        self.clock.advance(10)
+        self.assertEqual((self.calls, self.clock.getDelayedCalls()), ([], []))
+
+    def test_on_run_hears_durations(self):
+        """on_run(name, seconds) hears each callback's name and run time on `eventual`."""
+        runs = []
+        scheduler = Scheduler(self.clock, on_run=lambda name, took: runs.append((name, took)))
+        scheduler.after(1, lambda: self.clock.advance(0.25), "slow")
+        self.clock.advance(1)
+        self.assertEqual(runs, [("slow", 0.25)])
+
     def test_now_is_the_clock(self):
         """now() is the injected clock's time."""
         self.clock.advance(42)

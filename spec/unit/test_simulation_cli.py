@@ -31,6 +31,18 @@ class SimulateOptionsTests(SynchronousTestCase):
     def test_bad_values_rejected(self):
         """Fractions outside 0..1, counts below 1 and crashy+flapping above 1 are usage errors."""
         for argv in (["--crashy", "1.5"], ["--apps", "0"], ["--crashy", "0.6", "--flapping",
-                                                           "0.6"], ["--duration", "0"]):
+                                                           "0.6"], ["--duration", "0"],
+                     ["--grace", "-1"]):
             with redirect_stderr(io.StringIO()):
                 self.assertRaises(SystemExit, self.parse, *argv)
+
+    def test_seed_chosen_and_rerun_command_reproduces_the_run(self):
+        """Without --seed a seed is chosen; the rerun command parses back to the same run."""
+        from health_manager.simulation.runner import rerun_command
+
+        args = self.parse("--apps", "7", "--no-evacuation")
+        self.assertIsInstance(args.seed, int)
+        words = rerun_command(args).split()
+        self.assertEqual(words[:2], ["health_manager", "simulate"])
+        again = self.parse(*words[2:])
+        self.assertEqual(vars(again), vars(args))

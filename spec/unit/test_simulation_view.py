@@ -5,7 +5,7 @@ import io
 from twisted.trial.unittest import SynchronousTestCase
 
 from health_manager.simulation.foundation import Snapshot
-from health_manager.simulation.view import CLEAR, Progress, View
+from health_manager.simulation.view import CLEAR, Progress, View, plural
 
 
 def snapshot(at, running=10, heartbeats=0):
@@ -54,3 +54,28 @@ class ViewTests(SynchronousTestCase):
         text = out.getvalue()
         self.assertIn("HEALED: every desired instance is running", text)
         self.assertIn("NOT HEALED: 3 desired instances still missing", text)
+
+    def test_summary_gives_the_time_to_heal_and_a_legend(self):
+        """A healed run's summary says how long healing took after the faults stopped, and
+        explains "crashed kept", "extra" and "refused"."""
+        out = io.StringIO()
+        progress = Progress(elapsed=30, duration=40, phase="settling", heal_time=4.5)
+        View(out, tty=False).summary(snapshot(30), progress)
+        text = out.getvalue()
+        self.assertIn("time to heal: 4.5 s after the faults stopped", text)
+        for term in ("crashed kept:", "extra:", "refused:"):
+            self.assertIn(term, text)
+
+    def test_interrupted_run_is_not_judged(self):
+        """An interrupted run says so instead of NOT HEALED."""
+        out = io.StringIO()
+        progress = Progress(elapsed=3, duration=40, phase="interrupted")
+        View(out, tty=False).summary(snapshot(3, running=7), progress)
+        self.assertIn("INTERRUPTED before the faults ended: not judged", out.getvalue())
+        self.assertNotIn("NOT HEALED", out.getvalue())
+
+    def test_plurals(self):
+        """Counts read right: 1 DEA evacuation, 2 DEA evacuations, 1 crash, 0 crashes."""
+        self.assertEqual([plural(1, "DEA evacuation"), plural(2, "DEA evacuation"),
+                          plural(1, "crash", "crashes"), plural(0, "crash", "crashes")],
+                         ["1 DEA evacuation", "2 DEA evacuations", "1 crash", "0 crashes"])

@@ -10,14 +10,15 @@ from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, S
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from health_manager import status_server
+from health_manager.web import status_server
 from health_manager.component import (
     ANNOUNCE_SUBJECT, DISCOVER_SUBJECT, Component, format_start, format_uptime, local_ip)
 from health_manager.config import build_config
 from health_manager.metrics import Metrics
-from health_manager.status_server import (
+from health_manager.web.status_server import (
     LogCounts, StatusServer, Vitals, basic_auth_valid)
 from health_manager.testing.bus import InMemoryBus
+from spec.status_support import make_view
 
 MBUS_PASSWORD = "s3cretMbusPw"
 UUID_HEX = "0123456789abcdef0123456789abcdef"
@@ -277,7 +278,9 @@ class StatusServerTests(SynchronousTestCase):
     def make_server(self, config, route_ip=lambda route: "10.0.0.5"):
         self.config = config
         self.component = Component(config, self.bus, self.clock, lambda: UUID_HEX, START)
-        return StatusServer(config, self.metrics, self.component, lambda: self.connected,
+        view, self.desired = make_view(config, self.clock, self.metrics,
+                                       lambda: self.connected)
+        return StatusServer(config, self.metrics, self.component, view,
                             self.reactor, self.clock, log_counts=self.log_counts,
                             vitals=Vitals(self.clock, lambda: dict(VITALS)),
                             route_ip=route_ip)
@@ -386,17 +389,38 @@ class StatusServerTests(SynchronousTestCase):
         self.assertEqual(config["bulk_api"], {"host": "http://cc.example"})
 
     def test_healthz(self):
-        """/healthz answers ok (200) while NATS is connected, else not connected (503)."""
+        """/healthz answers JSON: 200 with status ok while NATS is connected, 503 naming
+        NATS as the reason when it is not."""
         code, headers, body = self.get(b"/healthz")
-        self.assertEqual((code, body), (200, b"ok\n"))
+        self.assertEqual(code, 200)
         self.assertEqual(headers[b"content-type"], b"application/json")
+        self.assertEqual(orjson.loads(body), {
+            "status": "ok", "nats": "connected", "desired_state": "fresh",
+            "actual_state": "waiting", "ha_role": "single", "reasons": []})
         self.connected = False
         code, headers, body = self.get(b"/healthz")
-        self.assertEqual((code, body), (503, b"not connected\n"))
+        self.assertEqual(code, 503)
+        health = orjson.loads(body)
+        self.assertEqual((health["status"], health["nats"]), ("unavailable", "disconnected"))
+        self.assertEqual(health["reasons"], ["NATS is not connected"])
+
+    def test_healthz_desired_state_lost(self):
+        """/healthz answers 503 once the desired state is stale for longer than
+        desired_state_lost, and names the time it went stale."""
+        self.desired.fresh = False
+        self.clock.advance(180)
+        self.assertEqual(self.get(b"/healthz")[0], 200)
+        self.clock.advance(1)
+        code, _headers, body = self.get(b"/healthz")
+        self.assertEqual(code, 503)
+        health = orjson.loads(body)
+        self.assertEqual(health["desired_state"], "stale")
+        self.assertEqual(health["reasons"], [
+            "desired state stale since 23:26:39 (over desired_state_lost, 180 s)"])
 
     def test_unknown_path(self):
-        """Paths other than /varz and /healthz answer 404."""
-        for path in (b"/", b"/varz/", b"/healthz/x", b"/metrics"):
+        """Paths the status port does not serve answer 404."""
+        for path in (b"/varz/", b"/healthz/x", b"/nope", b"/v1/apps/a/b", b"/v1/apps/"):
             self.assertEqual(self.get(path)[0], 404)
 
     def test_other_methods(self):

@@ -1,9 +1,9 @@
-"""The status server: /varz and /healthz over HTTP, behind basic auth (PROTOCOL.md §6).
+"""The status server: everything the status port serves, behind basic auth (PROTOCOL.md §6).
 
-Owns the twisted.web site, the basic-auth check, the composition of /varz (the metrics'
-keys plus the VCAP::Component keys: identity, uptime, process vitals, redacted config, log
-counts), and the listening address (`host`), which the Manager then announces through the
-Component.
+Owns the twisted.web site, the basic-auth check, the routing of /varz, /healthz, /metrics,
+/v1/apps and the status page `/`, the composition of /varz (the metrics' keys plus the
+VCAP::Component keys: identity, uptime, process vitals, redacted config, log counts), and
+the listening address (`host`), which the Manager then announces through the Component.
 """
 
 import base64
@@ -12,18 +12,26 @@ import functools
 import hmac
 import os
 
-import orjson
 import psutil
 from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from health_manager.component import LOOPBACK, local_ip
 from health_manager.config import redacted
+from health_manager.web.apps_api import AppsApi
+from health_manager.web.page import StatusPage
+from health_manager.web.prometheus import render_metrics
+from health_manager.web.responses import send, send_json
 
 REALM = "health_manager"
+
+
+class StatusPortError(Exception):
+    """status.port cannot be listened on; the message names the key and the cause."""
 ALLOWED_METHODS = (b"GET", b"HEAD")
 
 # HM 2.0 published these varz keys with fixed values (PROTOCOL.md §6.2); kept so that
@@ -109,55 +117,47 @@ def basic_auth_valid(header, user, password):
 
 
 class StatusResource(Resource):
-    """The whole site: auth first, then /varz or /healthz, GET and HEAD only."""
+    """The whole site: auth first, then one route per path, GET and HEAD only.
+
+    `routes` maps an exact path to `render(request)`; `prefixes` maps a path prefix to
+    `render(request, rest)`. A render returns the body (bytes) or NOT_DONE_YET.
+    """
 
     isLeaf = True
     log = Logger()
 
-    def __init__(self, user, password, varz, bus_connected):
+    def __init__(self, user, password, routes, prefixes=()):
         super().__init__()
         self._user = user
         self._password = password
-        self._varz = varz
-        self._bus_connected = bus_connected
+        self._routes = dict(routes)
+        self._prefixes = tuple(prefixes)
 
     def render(self, request):
         if not basic_auth_valid(request.getHeader(b"authorization"), self._user,
                                 self._password):
             request.setResponseCode(401)
             request.setHeader(b"www-authenticate", f'Basic realm="{REALM}"'.encode())
-            return self._text(request, b"Unauthorized\n", b"text/plain")
-        if request.path == b"/varz":
-            render = self._render_varz
-        elif request.path == b"/healthz":
-            render = self._render_healthz
-        else:
+            return send(request, b"Unauthorized\n", b"text/plain")
+        render = self._route(request.path)
+        if render is None:
             request.setResponseCode(404)
-            return self._text(request, b"Not Found\n", b"text/plain")
+            return send(request, b"Not Found\n", b"text/plain")
         if request.method not in ALLOWED_METHODS:
             request.setResponseCode(405)
             request.setHeader(b"allow", b", ".join(ALLOWED_METHODS))
-            return self._text(request, b"Method Not Allowed\n", b"text/plain")
+            return send(request, b"Method Not Allowed\n", b"text/plain")
         return render(request)
 
-    def _render_varz(self, request):
-        body = orjson.dumps(self._varz(), default=str,
-                            option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
-        return self._text(request, body + b"\n", b"application/json")
-
-    def _render_healthz(self, request):
-        # HM 2.0 always said ok; we say so only while the bus is up.
-        if self._bus_connected():
-            return self._text(request, b"ok\n", b"application/json")
-        request.setResponseCode(503)
-        return self._text(request, b"not connected\n", b"application/json")
-
-    @staticmethod
-    def _text(request, body, content_type):
-        request.setHeader(b"content-type", content_type)
-        request.setHeader(b"content-length", b"%d" % len(body))
-        # For HEAD, the headers say what GET would send; the body is left out.
-        return b"" if request.method == b"HEAD" else body
+    def _route(self, path):
+        render = self._routes.get(path)
+        if render is not None:
+            return render
+        for prefix, render in self._prefixes:
+            rest = path[len(prefix):]
+            if path.startswith(prefix) and rest and b"/" not in rest:
+                return functools.partial(render, rest=rest.decode("utf-8", "replace"))
+        return None
 
 
 class _StatusSite(Site):
@@ -172,37 +172,67 @@ class _StatusSite(Site):
 
 
 class StatusServer(Service):
-    """Serves /varz and /healthz on the local_route IP, then registers the component."""
+    """Serves the status port on the local_route IP (the Manager registers the component).
+
+    Every resource reads the health manager through `view` (a StateView) and `metrics`;
+    none changes them.
+    """
 
     log = Logger()
 
-    def __init__(self, config, metrics, component, bus_connected, reactor, clock,
+    def __init__(self, config, metrics, component, view, reactor, clock,
                  log_counts=None, vitals=None, route_ip=local_ip):
-        """`bus_connected()` says whether NATS is up; `reactor` provides listenTCP (and
-        the site's timeouts); `clock` paces the vitals sampling."""
+        """`view` is the read-only StateView; `reactor` provides listenTCP, the site's
+        timeouts and the turns a long listing yields between its slices; `clock` paces
+        the vitals sampling."""
         self._config = config
         self._metrics = metrics
         self._component = component
-        self._bus_connected = bus_connected
+        self._view = view
         self._reactor = reactor
         self._log_counts = log_counts
         self._vitals = vitals if vitals is not None else Vitals(clock)
         self._route_ip = route_ip
         self._num_cores = psutil.cpu_count() or os.cpu_count() or 1
         self._config_view = redacted(config.raw)
-        resource = StatusResource(config.status.user, config.status.password, self.varz,
-                                  bus_connected)
+        apps = AppsApi(view, reactor)
+        page = StatusPage(view, reactor)
+        resource = StatusResource(
+            config.status.user, config.status.password,
+            routes={
+                b"/": page.render,
+                b"/varz": self._render_varz,
+                b"/healthz": self._render_healthz,
+                b"/metrics": self._render_metrics,
+                b"/v1/apps": apps.render_list,
+            },
+            prefixes=[(b"/v1/apps/", apps.render_one)])
         self.site = _StatusSite(resource, reactor=reactor)
         self.site.noisy = False
         self.ip = None
         self.port = None
         self._listening = None
 
+    def privilegedStartService(self):
+        # Under twistd the port is bound here, before the reactor runs, so a busy port
+        # stops the start at once (tap.py turns it into one line and exit 1).
+        super().privilegedStartService()
+        self._listen()
+
     def startService(self):
         super().startService()
+        if self._listening is None:
+            self._listen()
+
+    def _listen(self):
         self.ip = self._choose_ip()
-        self._listening = self._reactor.listenTCP(self._config.status.port, self.site,
-                                                  interface=self.ip)
+        port = self._config.status.port
+        try:
+            self._listening = self._reactor.listenTCP(port, self.site, interface=self.ip)
+        except CannotListenError as e:
+            cause = getattr(e.socketError, "strerror", None) or str(e.socketError)
+            raise StatusPortError(f"config key 'status.port': cannot listen on "
+                                  f"{self.ip}:{port}: {cause}") from None
         self.port = self._listening.getHost().port
         self.log.info("status server listening on {host}", host=self.host)
 
@@ -231,9 +261,22 @@ class StatusServer(Service):
             config=self._config_view,
             log_counts=self._log_counts.as_dict() if self._log_counts is not None else {},
             state="RUNNING",
-            nats_connected=bool(self._bus_connected()),
+            nats_connected=bool(self._view.facts().nats_connected),
         )
         return varz
+
+    def _render_varz(self, request):
+        return send_json(request, self.varz(), pretty=True)
+
+    def _render_healthz(self, request):
+        ok, body = self._view.health()
+        if not ok:
+            request.setResponseCode(503)
+        return send_json(request, body)
+
+    def _render_metrics(self, request):
+        body, content_type = render_metrics(self._metrics, self._view.facts())
+        return send(request, body, content_type)
 
     def _choose_ip(self):
         route = self._config.local_route

@@ -1,0 +1,479 @@
+"""A whole simulated foundation and a health manager in fake time, with chaos, and the
+verdict on whether the health manager healed it (the convergence property, issue 9).
+
+Everything runs on one `task.Clock` and one in-memory bus: the fake Cloud Controller
+applies PROTOCOL.md §3.1/§3.2 to every request, simulated DEAs run, crash, vanish and
+evacuate instances, and the health manager's own components (ActualState, DesiredState over
+an in-memory bulk client, Harmonizer, Nudger) are wired as the Manager wires them. No
+socket, no real sleeping: a foundation of 300 apps × 6 instances runs minutes of
+foundation time in about a second.
+"""
+
+import math
+import random
+
+import attrs
+import orjson
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from health_manager.actual_state import ActualState
+from health_manager.config import build_config
+from health_manager.constants import FLAPPING, RUNNING, STARTED, STARTING
+from health_manager.desired_state import DesiredState
+from health_manager.freshness import ActualFreshness
+from health_manager.harmonizer import Harmonizer
+from health_manager.interfaces import BusMessage
+from health_manager.metrics import Metrics
+from health_manager.model.registry import DropletRegistry
+from health_manager.nudger import Nudger
+from health_manager.scheduler import Scheduler
+from health_manager.simulation.foundation import Foundation, Scenario, demo_config
+from health_manager.testing.bus import InMemoryBus
+from health_manager.testing.http import InMemoryBulkClient
+
+START = 1_000_000.0
+# Heartbeats, exits and app updates are what a NATS cluster may deliver twice or late.
+CHAOTIC_SUBJECTS = frozenset({"dea.heartbeat", "droplet.exited", "droplet.updated"})
+MAX_MESSAGE_DELAY = 2.0
+MIN_ACTIVE_DEAS = 2
+
+
+class ChaosBus(InMemoryBus):
+    """An InMemoryBus that records nothing and, while `duplicate` or `delay` is set, delivers
+    some heartbeats, exits and updates twice, or late (and so out of order)."""
+
+    def __init__(self, clock, rng):
+        super().__init__(clock)
+        self._rng = rng
+        self.duplicate = 0.0
+        self.delay = 0.0
+        self.late = {}  # (droplet, index) -> when the last exit held back is delivered
+        self.late_updates = {}  # droplet -> when the last droplet.updated held back is
+
+    def publish(self, subject, data, reply=None):
+        if subject in CHAOTIC_SUBJECTS and (self.duplicate or self.delay):
+            roll = self._rng.random()
+            if roll < self.delay:
+                delay = self._rng.uniform(0, MAX_MESSAGE_DELAY)
+                due = self._clock.seconds() + delay
+                if subject == "droplet.exited":
+                    exit_ = orjson.loads(data)
+                    self.late[(exit_["droplet"], exit_["index"])] = due
+                elif subject == "droplet.updated":
+                    self.late_updates[orjson.loads(data)["droplet"]] = due
+                self._clock.callLater(delay, self.deliver, subject, data, reply)
+                return
+            if roll < self.delay + self.duplicate:
+                self._clock.callLater(self._rng.uniform(0, MAX_MESSAGE_DELAY), self.deliver,
+                                      subject, data, reply)
+        self.deliver(subject, data, reply)
+
+    def deliver(self, subject, data, reply=None):
+        message = BusMessage(subject, data, reply)
+        for subscription in self._recipients(subject):
+            if subscription.active:
+                self._deliver(subscription, message)
+
+
+class ProcessBus:
+    """One health manager process's connection to the shared bus: killing it unsubscribes
+    everything and drops every later publication, as a SIGKILL would."""
+
+    def __init__(self, shared):
+        self._shared = shared
+        self._subscriptions = []
+        self.alive = True
+
+    @property
+    def connected(self):
+        return self.alive and self._shared.connected
+
+    def start(self):
+        return defer.succeed(None)
+
+    def stop(self):
+        return defer.succeed(None)
+
+    def publish(self, subject, data, reply=None):
+        if self.alive:
+            self._shared.publish(subject, data, reply)
+
+    def subscribe(self, subject, callback, queue=None):
+        d = self._shared.subscribe(subject, callback, queue)
+        d.addCallback(self._subscribed)
+        return d
+
+    def _subscribed(self, subscription):
+        self._subscriptions.append(subscription)
+        if not self.alive:
+            subscription.unsubscribe()
+        return subscription
+
+    def request(self, subject, data=b"", timeout=5.0, max_replies=1):
+        return self._shared.request(subject, data, timeout, max_replies)
+
+    def flush(self, timeout=5.0):
+        return defer.succeed(None)
+
+    def add_connection_listener(self, callback):
+        self._shared.add_connection_listener(lambda up: callback(up) if self.alive else None)
+
+    def kill(self):
+        self.alive = False
+        for subscription in self._subscriptions:
+            subscription.unsubscribe()
+
+
+class FakeTimeHealthManager:
+    """The health manager's policy components, wired as the Manager wires them, on a fake
+    clock, an in-memory bus and an in-memory bulk API client."""
+
+    def __init__(self, clock, shared_bus, cc, rng, bulk_latency):
+        config, _ = build_config(demo_config("nats://127.0.0.1:4222", "http://cc"),
+                                 environ={})
+        self.config = config
+        intervals = config.intervals
+        self.bus = ProcessBus(shared_bus)
+        self.scheduler = Scheduler(clock)
+        self.metrics = Metrics()
+        self.registry = DropletRegistry()
+        self.nudger = Nudger(self.scheduler, self.bus, self.metrics,
+                             intervals.queue_batch_size, intervals.request_queue)
+        self.freshness = ActualFreshness(self.scheduler, intervals.droplet_lost)
+        self.http = InMemoryBulkClient(cc, clock, latency=bulk_latency)
+        self.desired_state = DesiredState(
+            config, self.scheduler, self.bus, self.http, self.metrics,
+            on_app=lambda app, asked_at: self.registry.apply_desired(
+                app, self.scheduler.now(), asked_at),
+            jitter=rng.random,
+            on_unreadable=lambda app_id: self.registry.mark_described(
+                app_id, self.scheduler.now()))
+        self.harmonizer = Harmonizer(config, self.scheduler, self.registry, self.nudger,
+                                     self.desired_state, self.freshness, self.metrics,
+                                     noise=rng.uniform)
+        self.actual_state = ActualState(config, self.bus, self.registry, self.harmonizer,
+                                        self.freshness, self.metrics, self.scheduler)
+
+    def start(self):
+        self.actual_state.subscribe()
+        self.harmonizer.prepare()
+        self.scheduler.start()
+
+    def kill(self):
+        """All memory lost at once: nothing this process scheduled may act any more."""
+        self.bus.kill()
+        self.scheduler.stop()
+        self.desired_state.stop()
+        self.nudger.discard_pending()
+        for droplet in self.registry:
+            droplet.cancel_pending_restarts()
+
+
+@attrs.frozen
+class FoundationSpec:
+    """One random foundation and its chaos: everything a run depends on."""
+
+    seed: int
+    apps: int
+    instances: int
+    deas: int = 4
+    crashy: float = 0.2
+    flapping: float = 0.1
+    missing: float = 0.2
+    chaos: float = 30.0  # seconds of faults
+    fault_interval: float = 1.0  # mean seconds between injected faults
+    message_chaos: bool = True  # heartbeats, exits, updates delivered twice or late
+    hm_restart: bool = True  # the health manager loses its memory once, mid-chaos
+    hm_delay: float = 2.0  # seconds of heartbeats before the health manager starts
+
+    def describe(self):
+        return (f"seed={self.seed} apps={self.apps} instances={self.instances} "
+                f"deas={self.deas} crashy={self.crashy} flapping={self.flapping} "
+                f"missing={self.missing} chaos={self.chaos}s "
+                f"fault_interval={self.fault_interval}s message_chaos={self.message_chaos} "
+                f"hm_restart={self.hm_restart} hm_delay={self.hm_delay}")
+
+
+FAULTS = ("crash", "crash", "crash", "kill", "kill", "duplicate", "duplicate", "scale",
+          "version", "evacuate", "shutdown", "dea_dies", "dea_joins")
+
+
+def heal_bound(intervals, desired_instances):
+    """Seconds after the chaos ends by which every foundation must be healed.
+
+    Derived from the intervals, each term the longest wait one stage of healing can add:
+    - late messages still arriving: MAX_MESSAGE_DELAY;
+    - a silent loss is noticed: droplet_lost, plus one analysis period;
+    - the missing-check grace after the last start, stop or update: droplet_lost;
+    - a crash history forgotten (a given-up instance retried): flapping_timeout;
+    - a pending flapping restart: max_restart_delay + delay_time_noise;
+    - the desired state after a scale or version change: desired_state_update;
+    - the rate limit, for every desired instance at once: its instances / queue_batch_size
+      drains of request_queue;
+    - the replacement starting and heartbeating: 2 × (startup delay + heartbeat period),
+      once for the start and once for a duplicate's stop;
+    - counted twice, because one round can leave work for another (a start refused by a
+      DEA that died unnoticed, then placed elsewhere).
+    """
+    one_round = (MAX_MESSAGE_DELAY + intervals.droplet_lost + intervals.droplets_analysis
+                 + intervals.droplet_lost + intervals.flapping_timeout
+                 + intervals.max_restart_delay + intervals.delay_time_noise
+                 + intervals.desired_state_update
+                 + math.ceil(desired_instances / intervals.queue_batch_size)
+                 * intervals.request_queue
+                 + 2 * (1.0 + 1.0))
+    return 2 * one_round
+
+
+class Verdict:
+    """What went wrong in one run, with the log lines that show it."""
+
+    def __init__(self):
+        self.problems = []
+        self.heal_time = None
+        self.refusals = {}  # app -> refused requests
+        self.requests = 0
+
+    @property
+    def ok(self):
+        return not self.problems
+
+
+class ConvergenceRun:
+    """Build the foundation of `spec`, run its chaos, then wait for healing."""
+
+    log = Logger()
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.rng = random.Random(spec.seed)
+        self.clock = task.Clock()
+        self.clock.advance(START)
+        self.bus = ChaosBus(self.clock, self.rng)
+        self.bus.start()
+        self.trace = []  # (time, app, text)
+        self.verdict = Verdict()
+        self.scenario = Scenario(
+            apps=spec.apps, instances=spec.instances, crashy=spec.crashy,
+            flapping=spec.flapping, missing=spec.missing, deas=spec.deas,
+            shuffle_heartbeats=True)
+        # Subscribed before the CC, so a stop is judged against the DEAs before it acts.
+        self.bus.subscribe("health.stop", self._check_stop)
+        self.foundation = Foundation(self.clock, self.bus, self.scenario, self.rng,
+                                     on_decision=self._decided)
+        self.hm = None
+        self.hm_generation = 0
+        self.versions = 1
+        self.silent_deaths = {}  # (app, index) -> when an instance of it vanished silently
+        intervals = build_config(demo_config("nats://127.0.0.1:4222", "http://cc"),
+                                 environ={})[0].intervals
+        # How long the health manager may take to notice a silent death: droplet_lost with
+        # no heartbeat, plus the heartbeat period.
+        self.detection_time = intervals.droplet_lost + self.scenario.heartbeat_interval
+
+    # --- running ---------------------------------------------------------------------------
+
+    def run(self):
+        spec = self.spec
+        self.foundation.start()
+        self.foundation.populate()
+        self._advance(spec.hm_delay)
+        self._start_hm()
+        chaos_end = self.clock.seconds() + spec.chaos
+        restart_at = (self.clock.seconds() + self.rng.uniform(0, spec.chaos)
+                      if spec.hm_restart else None)
+        if spec.message_chaos:
+            self.bus.duplicate, self.bus.delay = 0.05, 0.05
+        next_fault = self.clock.seconds() + self.rng.expovariate(1 / spec.fault_interval)
+        while self.clock.seconds() < chaos_end:
+            if restart_at is not None and self.clock.seconds() >= restart_at:
+                restart_at = None
+                self._restart_hm()
+            if self.clock.seconds() >= next_fault:
+                self._inject(self.rng.choice(FAULTS))
+                next_fault += self.rng.expovariate(1 / spec.fault_interval)
+            self._advance(0.25)
+        self.bus.duplicate = self.bus.delay = 0.0
+        self.foundation.calm_down()
+        calm_at = self.clock.seconds()
+        desired = sum(app.instances for app in self.foundation.cc.apps.values())
+        bound = heal_bound(self.hm.config.intervals, desired)
+        while self.clock.seconds() - calm_at <= bound:
+            self._advance(0.5)
+            if not self.unhealed():
+                self.verdict.heal_time = self.clock.seconds() - calm_at
+                break
+        else:
+            for app, problem in self.unhealed():
+                self.verdict.problems.append(
+                    (app, f"not healed {bound:.0f} s after the chaos: {problem}"))
+        return self.verdict
+
+    def _advance(self, seconds):
+        """Advance fake time by `seconds`, firing every timer at its own time."""
+        end = self.clock.seconds() + seconds
+        clock = self.clock
+        while clock.calls:
+            due = min(call.getTime() for call in clock.calls)
+            if due > end:
+                break
+            clock.advance(max(0.0, due - clock.seconds()))
+        clock.advance(max(0.0, end - clock.seconds()))
+
+    def _start_hm(self):
+        self.hm_generation += 1
+        self.hm = FakeTimeHealthManager(self.clock, self.bus, self.foundation.cc, self.rng,
+                                        bulk_latency=lambda: self.rng.uniform(0, 1.5))
+        self.hm.start()
+        self._note(None, f"health manager #{self.hm_generation} started")
+
+    def _restart_hm(self):
+        self.hm.kill()
+        self._note(None, f"health manager #{self.hm_generation} killed")
+        self._start_hm()
+
+    # --- chaos -----------------------------------------------------------------------------
+
+    def _inject(self, fault):
+        foundation = self.foundation
+        rng = self.rng
+        active = foundation.active_deas()
+        running = [(dea, i) for dea in active for i in dea.instances.values()
+                   if i.state == RUNNING]
+        if fault in ("crash", "kill", "duplicate") and running:
+            dea, instance = rng.choice(running)
+            if fault == "crash":
+                dea.crash(instance.guid)
+            elif fault == "kill":
+                dea.kill(instance.guid)
+                self.silent_deaths[(instance.droplet, instance.index)] = self.clock.seconds()
+            else:
+                other = rng.choice(active)
+                app = foundation.cc.apps.get(instance.droplet)
+                copy = other.start_instance(instance.droplet, instance.version,
+                                            instance.index,
+                                            app.behaviour if app is not None else None)
+                instance = copy
+            self._note(instance.droplet, f"chaos: {fault} {instance.guid} "
+                                         f"index {instance.index}")
+        elif fault in ("scale", "version") and foundation.cc.apps:
+            guid = rng.choice(sorted(foundation.cc.apps))
+            if fault == "scale":
+                count = rng.randint(0, self.spec.instances + 2)
+                foundation.cc.scale_app(guid, count)
+                self._note(guid, f"chaos: scaled to {count}")
+            else:
+                self.versions += 1
+                foundation.cc.change_version(guid, f"{guid}-v{self.versions}")
+                self._note(guid, f"chaos: new version {guid}-v{self.versions}")
+        elif fault in ("evacuate", "shutdown", "dea_dies") and len(active) > MIN_ACTIVE_DEAS:
+            dea = rng.choice(active)
+            if fault == "evacuate":
+                dea.evacuate()
+            elif fault == "shutdown":
+                dea.shutdown()
+            else:
+                for instance in dea.live_instances():
+                    self.silent_deaths[(instance.droplet, instance.index)] = (
+                        self.clock.seconds())
+                dea.stop()
+            self._note(None, f"chaos: DEA {dea.uuid} {fault}")
+        elif fault == "dea_joins":
+            foundation.add_dea()
+            self._note(None, "chaos: a DEA joins")
+
+    # --- what is true ----------------------------------------------------------------------
+
+    def live_by_app(self):
+        """app -> [(version, index, guid, state)] of every STARTING/RUNNING instance."""
+        live = {}
+        for dea in self.foundation.active_deas():
+            for i in dea.instances.values():
+                if i.state == RUNNING or i.state == STARTING:
+                    live.setdefault(i.droplet, []).append((i.version, i.index, i.guid,
+                                                           i.state))
+        return live
+
+    def given_up(self, app, index):
+        """True when the health manager gave up restarting this index (§5.5,
+        giveup_crash_number): its operator's policy, not a failure to heal."""
+        giveup = self.hm.config.intervals.giveup_crash_number
+        droplet = self.hm.registry.get(app.guid)
+        record = None if droplet is None else droplet.find_instance(app.version, index)
+        return (giveup > 0 and record is not None and record.state == FLAPPING
+                and record.crash_count > giveup and record.pending_restart is None)
+
+    def unhealed(self):
+        """(app, problem) for each app that does not run exactly its desired instances;
+        flapping apps and indices the health manager gave up on are not judged."""
+        live = self.live_by_app()
+        problems = []
+        flapping = self.foundation.flapping_apps
+        for guid, app in self.foundation.cc.apps.items():
+            if guid in flapping:
+                continue
+            instances = live.get(guid, [])
+            wanted = app.instances if app.state == STARTED else 0
+            running = {}
+            for version, index, instance, state in instances:
+                if version == app.version and index < wanted and state == RUNNING:
+                    running.setdefault(index, []).append(instance)
+            missing = [i for i in range(wanted)
+                       if i not in running and not self.given_up(app, i)]
+            duplicated = {i: g for i, g in running.items() if len(g) > 1}
+            unwanted = [(v, i, g) for v, i, g, s in instances
+                        if v != app.version or i >= wanted]
+            if missing or duplicated or unwanted:
+                problems.append((guid, f"missing {missing} duplicated {duplicated} "
+                                       f"unwanted {unwanted}"))
+        return problems
+
+    def _check_stop(self, message):
+        """No stop may name the only running instance of an index that should run, unless
+        the health manager could not know: the other instance vanished silently less than
+        a detection time ago, or its exit, or the app's droplet.updated, is still held back
+        by the bus."""
+        try:
+            payload = orjson.loads(message.data)
+        except orjson.JSONDecodeError:
+            return
+        guid = payload.get("droplet")
+        self._note(guid, f"HM health.stop {payload}")
+        app = self.foundation.cc.apps.get(guid)
+        if app is None or app.state != STARTED:
+            return
+        live = self.live_by_app().get(guid, [])
+        named = set(payload.get("instances") or ())
+        for version, index, instance, state in live:
+            if instance not in named or version != app.version or index >= app.instances:
+                continue
+            others = [g for v, i, g, s in live
+                      if v == version and i == index and s == RUNNING and g not in named]
+            now = self.clock.seconds()
+            unknowable = (now - self.silent_deaths.get((guid, index), -math.inf)
+                          <= self.detection_time
+                          or self.bus.late.get((guid, index), -math.inf) >= now
+                          or self.bus.late_updates.get(guid, -math.inf) >= now)
+            if not others and not unknowable:
+                self.verdict.problems.append(
+                    (guid, f"stop named {instance}, the only running instance of wanted "
+                           f"index {index}"))
+
+    def _decided(self, decision):
+        self.verdict.requests += 1
+        verdict = "accepted" if decision.accepted else "REFUSED"
+        self._note(decision.droplet, f"CC {verdict} health.{decision.op} "
+                                     f"({decision.reason}) {decision.payload}")
+        if not decision.accepted:
+            self.verdict.refusals[decision.droplet] = (
+                self.verdict.refusals.get(decision.droplet, 0) + 1)
+
+    def _note(self, app, text):
+        self.trace.append((self.clock.seconds() - START, app, text))
+
+    def story(self, app, limit=60):
+        """The trace lines about `app` (and the foundation-wide ones), the last `limit`."""
+        lines = [f"t={t:7.2f} {text}" for t, who, text in self.trace
+                 if who == app or who is None]
+        return "\n".join(lines[-limit:])
