@@ -1,13 +1,14 @@
 """The health manager side of the bus benchmarks, run as its own process.
 
-`python -m bench.hm_process NATS_URL INSTANCES [PROBES]`: the HM core (NatsBus,
+`python -m bench.hm_process NATS_URL INSTANCES [PROBES [REDIS_URL]]`: the HM core (NatsBus,
 ActualState, Harmonizer with its timers, Nudger) on the asyncio reactor, with the desired
 state of a fleet of INSTANCES (and of PROBES crash-probe apps) loaded, and the Manager's
 garbage-collection policy installed. Every 10 ms it publishes its progress on
 `bench.progress` (what the publisher paces itself by) and keeps (wall, CPU,
 instance-heartbeats) samples; it answers `bench.control` requests: `ping`, `report`
 (samples and drops), `gc_sweep` (one full collection of the GC policy: the garbage it
-kept), `exit`.
+kept), `exit`. With REDIS_URL it is an HA leader: its Nudger asks a Redis lease (as the
+Manager wires it with `ha`), and it answers `ping` only once it holds the lease.
 """
 
 import sys
@@ -24,7 +25,7 @@ PROGRESS_TICK = 0.01
 
 
 class HmProcess:
-    def __init__(self, reactor, url, instances, probes):
+    def __init__(self, reactor, url, instances, probes, redis_url=None):
         from health_manager.bus import NatsBus
         from health_manager.gc_policy import GcPolicy
 
@@ -32,7 +33,8 @@ class HmProcess:
         self.gc_policy.install()  # as the Manager does at start
         self._reactor = reactor
         self.bus = NatsBus(reactor, url, name="bench-hm")
-        self.core = Core(bench_config(url), reactor, self.bus)
+        self.lease = _lease(reactor, url, redis_url) if redis_url else None
+        self.core = Core(bench_config(url), reactor, self.bus, leadership=self.lease)
         self.core.load_desired(Fleet(instances), probes)
         self.samples = []
         self.stalls = StallMonitor(reactor)
@@ -42,6 +44,8 @@ class HmProcess:
         from twisted.internet import task
 
         self.bus.start()
+        if self.lease is not None:
+            self.lease.start()
         self.core.actual_state.subscribe()
         self.bus.subscribe(CONTROL_SUBJECT, self._on_control)
         self.core.harmonizer.prepare()
@@ -62,6 +66,8 @@ class HmProcess:
 
     def _on_control(self, message):
         command = orjson.loads(message.data).get("cmd")
+        if command == "ping" and self.lease is not None and not self.lease.is_acting():
+            return  # not ready: the caller pings again
         if command == "stalls":
             self.stalls.start()
             reply = {}
@@ -94,11 +100,24 @@ class HmProcess:
             self.bus.publish(message.reply, orjson.dumps(reply))
 
 
-def main(url, instances, probes=0):
+def _lease(reactor, url, redis_url):
+    """A Redis lease with the default periods, as the Manager builds it from `ha`."""
+    from health_manager.config import build_config
+    from health_manager.ha.lease import RedisLease
+    from health_manager.ha.redis import RedisLeaseStore
+
+    config, _ = build_config({"mbus": url, "bulk_api": {"host": "http://127.0.0.1:1"},
+                              "ha": {"redis": redis_url}}, {})
+    ha = config.ha
+    return RedisLease(RedisLeaseStore(reactor, ha), reactor, "bench-hm", ha.lease_duration,
+                      ha.renew_deadline, ha.retry_period)
+
+
+def main(url, instances, probes=0, redis_url=None):
     reactor = install_asyncio_reactor()
-    HmProcess(reactor, url, int(instances), int(probes)).start()
+    HmProcess(reactor, url, int(instances), int(probes), redis_url).start()
     reactor.run()
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

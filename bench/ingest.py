@@ -71,10 +71,11 @@ def steady_rate(samples, skip):
     return counted / (last[0] - first[0]), (last[1] - first[1]) / counted * 1e6
 
 
-async def _one_run(instances, messages):
+async def _one_run(instances, messages, redis_url=None):
     monitor = free_port()
     server = NatsServer(extra_args=["-m", str(monitor)], die_with_parent=True).start()
-    hm = spawn_child("bench.hm_process", server.url, instances)
+    hm = spawn_child("bench.hm_process", server.url, instances,
+                     *([0, redis_url] if redis_url else []))
     try:
         client = await nats.connect(server.url, name="bench-ingest")
         await _wait_ready(client)
@@ -102,8 +103,9 @@ async def _one_run(instances, messages):
     }
 
 
-def measure(instances, messages):
-    return asyncio.run(_one_run(instances, messages))
+def measure(instances, messages, redis_url=None):
+    """`redis_url`: the HM is an HA leader holding a lease in that Redis."""
+    return asyncio.run(_one_run(instances, messages, redis_url))
 
 
 def split(instances):

@@ -55,10 +55,11 @@ def crash(number):
         "cc_partition": "default"})
 
 
-async def _one_run(crashes, load):
+async def _one_run(crashes, load, redis_url=None):
     intervals = bench_config().intervals
     server = NatsServer(die_with_parent=True).start()
-    hm = spawn_child("bench.hm_process", server.url, FLEET, crashes)
+    hm = spawn_child("bench.hm_process", server.url, FLEET, crashes,
+                     *([redis_url] if redis_url else []))
     publisher = None
     try:
         client = await nats.connect(server.url, name="bench-latency")
@@ -111,8 +112,9 @@ async def _one_run(crashes, load):
     }
 
 
-def measure(crashes, load):
-    return asyncio.run(_one_run(crashes, load))
+def measure(crashes, load, redis_url=None):
+    """`redis_url`: the HM is an HA leader holding a lease in that Redis."""
+    return asyncio.run(_one_run(crashes, load, redis_url))
 
 
 def run(size):

@@ -107,7 +107,7 @@ class Core:
     """The HM core the benchmarks drive: registry, ActualState, Harmonizer and Nudger,
     wired as the Manager wires them, with a desired state that is always fresh."""
 
-    def __init__(self, config, clock, bus):
+    def __init__(self, config, clock, bus, leadership=None):
         self.config = config
         self.bus = bus
         self.scheduler = Scheduler(clock)
@@ -116,7 +116,7 @@ class Core:
         self.desired_state = FakeDesiredState()
         intervals = config.intervals
         self.nudger = Nudger(self.scheduler, bus, self.metrics, intervals.queue_batch_size,
-                             intervals.request_queue)
+                             intervals.request_queue, leadership=leadership)
         self.freshness = ActualFreshness(self.scheduler, intervals.droplet_lost)
         self.harmonizer = Harmonizer(config, self.scheduler, self.registry, self.nudger,
                                      self.desired_state, self.freshness, self.metrics)

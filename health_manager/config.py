@@ -105,6 +105,8 @@ class Config:
     black_box_test_mode: bool = False
     # Extension: heartbeats carrying more entries than this are rejected whole.
     max_heartbeat_entries: int = 10_000
+    # Extension: several HMs on one Redis (DESIGN.md §8); None means one HM, no Redis.
+    ha: "HaConfig | None" = None
     # The raw mapping as read (after overrides), for /varz with secrets removed.
     raw: RawMapping = attrs.field(factory=dict, eq=False, repr=False)
 
@@ -130,6 +132,7 @@ _TOP_LEVEL_KEYS = {
     "mbus", "local_route", "logging", "pid", "index", "bulk_api", "status", "cc_partition",
     "number_of_droplets_analyzed_per_analysis_iteration", "black_box_test_mode",
     "health_manager_component_registry", "intervals", "max_heartbeat_entries",
+    "ha",
 }
 
 
@@ -243,9 +246,84 @@ def build_config(raw: Mapping[str, Any], environ: Mapping[str, str],
         black_box_test_mode=_bool(raw, "black_box_test_mode", "black_box_test_mode"),
         max_heartbeat_entries=_int(raw, "max_heartbeat_entries", "max_heartbeat_entries",
                                    10_000, minimum=1),
+        ha=parse_ha(raw, warnings),
         raw=raw,
     )
     return config, warnings
+
+
+# -- ha: several health managers on one Redis (DESIGN.md §8) -----------------------------
+
+@attrs.frozen
+class HaConfig:
+    """The `ha` section: where the lease lives and how long it lasts (seconds)."""
+
+    redis_host: str
+    redis_port: int
+    redis_db: int
+    redis_password: str | None = attrs.field(repr=False)
+    redis_tls: bool
+    redis_uri: str  # with the password redacted, for logs
+    lease_duration: float = 15
+    renew_deadline: float = 10
+    retry_period: float = 2
+    key_prefix: str = "health_manager"
+
+
+_HA_KEYS = ("redis", "lease_duration", "renew_deadline", "retry_period", "key_prefix")
+
+
+def parse_ha(raw: dict[str, Any], warnings: list[str]) -> HaConfig | None:
+    """The `ha` section as HaConfig, or None without one (or in black-box test mode)."""
+    if raw.get("ha") is None:
+        return None
+    section = _section(raw, "ha")
+    if raw.get("black_box_test_mode") is True:
+        warnings.append("config key 'ha' ignored in black-box test mode (one HM, no Redis)")
+        return None
+    _warn_unknown(section, "ha", set(_HA_KEYS), warnings)
+    uri = _required_str(section, "redis", "ha.redis")
+    periods = {}
+    for key in ("lease_duration", "renew_deadline", "retry_period"):
+        value = section.get(key, attrs.fields_dict(HaConfig)[key].default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"ha.{key}", f"must be a finite number of seconds, got {value!r}")
+        periods[key] = value
+    if not (periods["lease_duration"] > periods["renew_deadline"]
+            > periods["retry_period"] > 0):
+        raise ConfigError(
+            "ha", "ha.lease_duration > ha.renew_deadline > ha.retry_period > 0 "
+            "must hold, got {lease_duration} > {renew_deadline} > {retry_period}".format(
+                **periods))
+    prefix = section.get("key_prefix", "health_manager")
+    if not isinstance(prefix, str) or not prefix.strip():
+        raise ConfigError("ha.key_prefix", f"must be a non-empty string, got {prefix!r}")
+    host, port, db, password, tls = _redis_uri(uri)
+    return HaConfig(redis_host=host, redis_port=port, redis_db=db, redis_password=password,
+                    redis_tls=tls, redis_uri=redact_uri(uri), key_prefix=prefix.strip(),
+                    **periods)
+
+
+def _redis_uri(uri: str) -> tuple[str, int, int, str | None, bool]:
+    """(host, port, db, password, tls) of redis://[:password@]host[:port][/db]."""
+    shown = redact_uri(uri)
+    usage = "must be a redis://[:password@]host:port/db URI (rediss:// for TLS)"
+    parts = urlsplit(uri)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ConfigError("ha.redis", f"{usage}, got {shown!r}")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ConfigError("ha.redis", f"has an invalid port: {shown!r}") from None
+    if "@" in parts.netloc and not parts.password:
+        raise ConfigError("ha.redis", f"names a user but no password: {shown!r}")
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ConfigError("ha.redis", f"database must be a number, got {path!r} in {shown!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError("ha.redis", f"takes no query or fragment: {shown!r}")
+    return parts.hostname, port, int(path or 0), parts.password, parts.scheme == "rediss"
 
 
 def _one_line(error: object) -> str:
@@ -356,8 +434,8 @@ def redact_uri(uri: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-_SECRET_KEYS = {"mbus", "service_mbus", "keys", "database_environment", "password", "pass",
-                "token", "health_manager_component_registry"}
+_SECRET_KEYS = {"mbus", "service_mbus", "redis", "keys", "database_environment", "password",
+                "pass", "token", "health_manager_component_registry"}
 
 
 def redacted(raw: Any) -> Any:

@@ -183,7 +183,9 @@ class Harmonizer:
                                     intervals.flapping_timeout, totals)
             if missing is None:
                 return
-            if missing:
+            # An HA standby leaves the check due, so that on promotion it starts at once
+            # what is still missing (its grace after a crash or exit is kept).
+            if missing and self._nudger.is_acting():
                 self.on_missing_instances(droplet, missing)
                 droplet.reset_missing_check(now)
             if not droplet.desired_state_update_required:

@@ -65,11 +65,19 @@ def make_observer(logging_config, stdout=None, also=(), syslog_observer=SyslogOb
             # Twisted's syslog observer, under the configured program name (the `ident`).
             sinks.append(_SyslogSink(syslog_observer(logging_config.syslog)))
         predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+        # Twisted's ClientService (the Redis connection of HA) logs every reconnect attempt;
+        # the HA lease logs the outage once instead.
+        predicate.setLogLevelForNamespace("twisted.application._client_service",
+                                          max(level, LogLevel.warn, key=_LEVELS_ORDER.index))
         sink = FilteringLogObserver(sinks[0] if len(sinks) == 1 else _Fanout(sinks),
                                     [predicate])
     if not also:
         return sink
     return _Fanout([sink, *also])
+
+
+_LEVELS_ORDER = [LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error,
+                 LogLevel.critical]
 
 
 @implementer(ILogObserver)

@@ -20,6 +20,8 @@ from health_manager.config import redact_uri
 from health_manager.desired_state import DesiredState
 from health_manager.freshness import ActualFreshness
 from health_manager.gc_policy import GcPolicy
+from health_manager.ha.lease import RedisLease
+from health_manager.ha.redis import RedisLeaseStore
 from health_manager.harmonizer import Harmonizer
 from health_manager.leadership import SingleLeadership
 from health_manager.metrics import Metrics
@@ -58,10 +60,20 @@ class Manager(MultiService):
         self.http_client = http_client if http_client is not None else HTTPClient(
             Agent(reactor, pool=self._http_pool))
         self.registry = DropletRegistry()
-        # Who may act: always this HM when it runs alone (the `ha` issue adds a lease).
-        self.leadership = SingleLeadership()
+        # Start time, uptime and vitals are wall-clock facts for operators, also in black-box mode.
+        self.component = Component(config, self.bus, reactor)
+        # Who may act: always this HM when it runs alone; with `ha`, the holder of the lease
+        # (its id is the component uuid, so /varz ha_leader names another HM's uuid).
+        self._lease = None
+        if config.ha is not None:
+            ha = config.ha
+            self._lease = RedisLease(RedisLeaseStore(reactor, ha), reactor, self.component.uuid,
+                                     ha.lease_duration, ha.renew_deadline, ha.retry_period)
+        self.leadership = self._lease if self._lease is not None else SingleLeadership()
+        self.metrics.set_leadership_source(self.leadership)
         self.nudger = Nudger(self.scheduler, self.bus, self.metrics,
-                             intervals.queue_batch_size, intervals.request_queue)
+                             intervals.queue_batch_size, intervals.request_queue,
+                             leadership=self.leadership)
         self.freshness = ActualFreshness(self.scheduler, intervals.droplet_lost)
         self.desired_state = DesiredState(
             config, self.scheduler, self.bus, self.http_client, self.metrics,
@@ -75,8 +87,6 @@ class Manager(MultiService):
             config, self.bus, self.registry, self.harmonizer, self.freshness, self.metrics,
             self.scheduler)
         self.reporter = Reporter(self.bus, self.registry, self.scheduler, self.metrics, config)
-        # Start time, uptime and vitals are wall-clock facts for operators, also in black-box mode.
-        self.component = Component(config, self.bus, reactor)
         self.state_view = StateView(
             config, self.scheduler, self.registry, self.metrics, self.desired_state,
             self.freshness, self.leadership, self.bus, self.nudger, self.scheduler.now())
@@ -103,6 +113,8 @@ class Manager(MultiService):
         self.gc_policy.install()
         self.bus.add_connection_listener(self._connection_changed)
         self.bus.start()
+        if self._lease is not None:
+            self._lease.start()
         super().startService()  # the status server listens now
         self._started = defer.Deferred.fromCoroutine(self._start())
         self._started.addErrback(lambda f: self.log.failure("start-up failed", f))
@@ -148,6 +160,9 @@ class Manager(MultiService):
     async def _stop(self):
         if self._started is not None and not self._started.called:
             self._started.cancel()
+        if self._lease is not None:
+            # First, so a standby takes over within about one retry period.
+            await self._lease.stop()
         work = self.scheduler.stop()
         self.desired_state.stop()
         dropped = self.nudger.discard_pending()

@@ -177,6 +177,9 @@ class Metrics:
             setattr(self, name, 0)
         self._queue_length = queue_length
         self._bus_counters: Callable[[], dict[str, int]] = dict
+        self._leadership = None
+        # Starts and stops decided while this HM was not acting (HA standby), dropped.
+        self.ha_suppressed_messages = 0
         self.total_users = 0
         self.rejected_messages = {}
         self.skipped_entries = {}
@@ -199,6 +202,10 @@ class Metrics:
     def set_bus_counters_source(self, source):
         """`source()` returns the message bus's own counters (drops), read at varz time."""
         self._bus_counters = source
+
+    def set_leadership_source(self, leadership):
+        """The ILeadership whose role, leader, epoch and transitions /varz shows."""
+        self._leadership = leadership
 
     def reject(self, subject):
         """Count a whole message rejected (bad JSON, wrong shape) on `subject`."""
@@ -255,6 +262,11 @@ class Metrics:
         desired = self.desired
         varz = {name: getattr(self, name) for name in self.COUNTERS}
         varz.update(self._bus_counters())
+        leadership = self._leadership
+        if leadership is not None:
+            varz.update(ha_role=leadership.role, ha_leader=leadership.leader_id,
+                        ha_epoch=leadership.epoch, ha_transitions=leadership.transitions,
+                        ha_suppressed_messages=self.ha_suppressed_messages)
         varz.update(
             total_users=self.total_users,
             queue_length=self._queue_length(),

@@ -10,6 +10,11 @@ payload when it leaves. Unlike HM 2.0, whose queue held finished payloads keyed 
 whose index no longer needs one is dropped (HM9000 checked each message again before
 sending it): a start that waited out a burst can neither carry stale counts nor start an
 index twice.
+
+The HA gate (DESIGN.md §8) sits here, where decisions leave the process: right before each
+publication the injected ILeadership is asked `is_acting()`. A start or stop decided while
+not acting is dropped, never sent later, so a standby's queue stays empty and a deposed
+leader that resumes from a pause sends nothing it decided before.
 """
 
 import heapq
@@ -17,6 +22,8 @@ from collections import OrderedDict, deque
 
 import orjson
 from twisted.logger import Logger
+
+from health_manager.leadership import SingleLeadership
 
 START_SUBJECT = "health.start"
 STOP_SUBJECT = "health.stop"
@@ -27,8 +34,10 @@ SENT_STARTS_KEPT = 100_000
 class Nudger:
     log = Logger()
 
-    def __init__(self, scheduler, bus, metrics, batch_size, period):
+    def __init__(self, scheduler, bus, metrics, batch_size, period, leadership=None):
         self._scheduler = scheduler
+        self._leadership = leadership if leadership is not None else SingleLeadership()
+        self._was_acting = True
         self._bus = bus
         self._metrics = metrics
         self._batch_size = batch_size
@@ -49,7 +58,10 @@ class Nudger:
     def queue_start(self, droplet_id, index, priority, build):
         """Queue a start of `index`; `build()` gives its payload when it leaves, or None
         when it is no longer needed. A start already queued for the same index is kept, at
-        the higher of the two priorities."""
+        the higher of the two priorities. Not acting (HA standby): dropped at once."""
+        if not self._acting():
+            self._suppressed(1)
+            return
         key = (droplet_id, index)
         entry = self._queued.get(key)
         if entry is None:
@@ -62,6 +74,9 @@ class Nudger:
     def drain(self):
         """Publish queued starts, highest priority first, while the rate limit allows."""
         sent = 0
+        if self._queued and not self._acting():
+            self._suppressed(self.discard_pending())
+            return sent
         while self._queued and self._budget_left():
             entry = self._pop()
             if entry is None:
@@ -77,6 +92,9 @@ class Nudger:
 
     def publish_start(self, payload, priority=None):
         """Publish a start at once, bypassing the queue (flapping restarts)."""
+        if not self._acting():
+            self._suppressed(1)
+            return False
         self._bus.publish(START_SUBJECT, orjson.dumps(payload))
         self._metrics.health_start_messages_sent += 1
         self._metrics.count_start(priority)
@@ -88,6 +106,11 @@ class Nudger:
             last_sent[key] = now
         while len(last_sent) > SENT_STARTS_KEPT:
             last_sent.popitem(last=False)
+        self.log.info("sent health.start: app_id={droplet} indices={indices} "
+                      "flapping={flapping} epoch={epoch}", droplet=payload.get("droplet"),
+                      indices=payload.get("indices"), flapping=payload.get("flapping"),
+                      epoch=self._leadership.epoch)
+        return True
 
     def publish_stop(self, payload, reason=None):
         """Publish a stop at once; refuses one without instances (the DEA would stop all).
@@ -96,9 +119,15 @@ class Nudger:
             self.log.warn("refused health.stop without instances for droplet {droplet}",
                           droplet=payload.get("droplet"))
             return False
+        if not self._acting():
+            self._suppressed(1)
+            return False
         self._bus.publish(STOP_SUBJECT, orjson.dumps(payload))
         self._metrics.health_stop_messages_sent += 1
         self._metrics.count_stop(reason)
+        self.log.info("sent health.stop: app_id={droplet} instances={instances} "
+                      "epoch={epoch}", droplet=payload.get("droplet"),
+                      instances=sorted(payload["instances"]), epoch=self._leadership.epoch)
         return True
 
     # -- read-only views for the operator surface (health_manager/web) -------------------
@@ -119,6 +148,28 @@ class Nudger:
         self._queued_by_droplet.clear()
         self._heap.clear()
         return count
+
+    def is_acting(self):
+        """Whether a start or stop decided now would be sent (HA: this HM leads)."""
+        return self._acting()
+
+    def _acting(self):
+        """Ask the leadership now; log once per change, not once per message."""
+        acting = self._leadership.is_acting()
+        if acting != self._was_acting:
+            self._was_acting = acting
+            leadership = self._leadership
+            if acting:
+                self.log.info("acting: health.start and health.stop are sent (role {role}, "
+                              "epoch {epoch})", role=leadership.role, epoch=leadership.epoch)
+            else:
+                self.log.info("not acting: health.start and health.stop are dropped (role "
+                              "{role}, leader {leader}, epoch {epoch})", role=leadership.role,
+                              leader=leadership.leader_id, epoch=leadership.epoch)
+        return acting
+
+    def _suppressed(self, count):
+        self._metrics.ha_suppressed_messages += count
 
     def _push(self, key, build, priority):
         self._sequence += 1

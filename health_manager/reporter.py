@@ -14,6 +14,7 @@ from health_manager.constants import CRASHED, FLAPPING
 STATUS = "healthmanager.status"
 HEALTH = "healthmanager.health"
 DROPLET = "healthmanager.droplet"
+REQUEST_QUEUE_GROUP = "health_manager"
 
 
 class Reporter:
@@ -25,13 +26,15 @@ class Reporter:
         self._scheduler = scheduler
         self._metrics = metrics
         self._max_entries = config.max_heartbeat_entries
+        # With several HMs (HA), one queue group: each request gets exactly one reply.
+        self._queue = REQUEST_QUEUE_GROUP if config.ha is not None else None
 
     def subscribe(self):
         """Subscribe the three request subjects; fires with the subscriptions."""
         return defer.gatherResults([
-            self._bus.subscribe(STATUS, self.on_status),
-            self._bus.subscribe(HEALTH, self.on_health),
-            self._bus.subscribe(DROPLET, self.on_droplet),
+            self._bus.subscribe(STATUS, self.on_status, queue=self._queue),
+            self._bus.subscribe(HEALTH, self.on_health, queue=self._queue),
+            self._bus.subscribe(DROPLET, self.on_droplet, queue=self._queue),
         ], consumeErrors=True)
 
     def _reject(self, subject, problem):

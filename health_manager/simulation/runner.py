@@ -30,6 +30,7 @@ from zope.interface import implementer
 from health_manager.bus import NatsBus
 from health_manager.config import build_config
 from health_manager.manager import Manager
+from health_manager.simulation import ha_run
 from health_manager.simulation.foundation import Foundation, Scenario, demo_config
 from health_manager.simulation.nats_server import NatsServer
 from health_manager.simulation.view import Progress, View
@@ -86,7 +87,9 @@ def parse_args(argv):
     parser.add_argument("--plain", action="store_true",
                         help="plain periodic lines even on a terminal")
     parser.add_argument("--log", metavar="FILE", help="write the full log to FILE")
+    ha_run.add_arguments(parser)
     args = parser.parse_args(argv)
+    ha_run.check_arguments(parser, args)
     for name in ("apps", "instances", "deas"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
@@ -334,6 +337,8 @@ def main(argv=None, out=None):
     out = out or sys.stdout
     reactor = install_asyncio_reactor()
     errors = _start_logging(args, tty=not args.plain and out.isatty())
+    if args.ha:
+        return ha_run.run(reactor, args, out)
     out.write(f"seed {args.seed}; to run the same foundation and faults again:\n"
               f"  {rerun_command(args)}\n")
     out.flush()

@@ -30,7 +30,7 @@ def make_config(intervals=None, **top):
 class PolicyRig:
     """Everything the policy needs, wired as the Manager does, with helpers to drive it."""
 
-    def __init__(self, intervals=None, noise=lambda low, high: 0.0, **top):
+    def __init__(self, intervals=None, noise=lambda low, high: 0.0, leadership=None, **top):
         self.config = make_config(intervals, **top)
         self.intervals = self.config.intervals
         self.clock = task.Clock()
@@ -40,7 +40,8 @@ class PolicyRig:
         self.metrics = Metrics()
         self.registry = DropletRegistry()
         self.nudger = Nudger(self.scheduler, self.bus, self.metrics,
-                             self.intervals.queue_batch_size, self.intervals.request_queue)
+                             self.intervals.queue_batch_size, self.intervals.request_queue,
+                             leadership=leadership)
         self.freshness = ActualFreshness(self.scheduler, self.intervals.droplet_lost)
         self.desired = FakeDesiredState()
         self.noise_calls = []

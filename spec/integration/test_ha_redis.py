@@ -1,0 +1,126 @@
+"""RedisLeaseStore against a real redis-server: the Lua scripts, outages, pauses, restarts."""
+
+import time
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from health_manager.config import build_config
+from health_manager.ha.lease import ILeaseStore, LeaseUnavailable
+from health_manager.ha.redis import RedisLeaseStore
+from health_manager.simulation.redis_server import RedisServer
+
+PASSWORD = "r3dis-pa55"
+
+
+class RedisLeaseStoreTests(unittest.TestCase):
+    def setUp(self):
+        self.server = RedisServer(password=PASSWORD)
+        self.addCleanup(self.server.stop)
+        self.server.start()
+
+    def make_store(self, url=None, prefix="hm-test"):
+        config, _ = build_config({
+            "mbus": "nats://127.0.0.1:4222", "bulk_api": {"host": "127.0.0.1"},
+            "ha": {"redis": url or self.server.url, "lease_duration": 3, "renew_deadline": 2,
+                   "retry_period": 0.5, "key_prefix": prefix}}, {})
+        store = RedisLeaseStore(reactor, config.ha)
+        store.start()
+        self.addCleanup(store.stop)
+        return store
+
+    async def until(self, predicate, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                self.fail(f"condition not met within {timeout} s")
+            await deferLater(reactor, 0.02)
+
+    async def test_scripts_acquire_renew_release(self):
+        """One holder at a time; epochs count acquisitions; renew and release compare ids."""
+        a, b = self.make_store(), self.make_store()
+        verifyObject(ILeaseStore, a)
+        await self.until(lambda: a.connected and b.connected)
+        self.assertEqual(await a.acquire("a", 3000), (True, 1, "a"))
+        self.assertEqual(await b.acquire("b", 3000), (False, 1, "a"))
+        self.assertEqual(await a.acquire("a", 3000), (True, 1, "a"))  # own key: same epoch
+        self.assertEqual(await a.renew("a", 3000), 1)
+        self.assertIsNone(await b.renew("b", 3000))
+        self.assertFalse(await b.release("b"))
+        self.assertTrue(await a.release("a"))
+        self.assertEqual(await b.acquire("b", 3000), (True, 2, "b"))
+        self.assertIsNone(await a.renew("a", 3000))
+
+    async def test_epoch_above_every_seen_one(self):
+        """Acquiring with a seen epoch above the stored one (Redis restarted empty) gives
+        seen + 1: the fencing token never goes back."""
+        a = self.make_store()
+        await self.until(lambda: a.connected)
+        self.assertEqual(await a.acquire("a", 3000, 41), (True, 42, "a"))
+        await a.release("a")
+        self.assertEqual(await a.acquire("b", 3000, 7), (True, 43, "b"))
+
+    async def test_lease_expires(self):
+        """A lease not renewed is gone after its PX time; the next acquire bumps the epoch."""
+        a = self.make_store()
+        await self.until(lambda: a.connected)
+        await a.acquire("a", 200)
+        await deferLater(reactor, 0.3)
+        self.assertEqual(await a.acquire("b", 200), (True, 2, "b"))
+
+    async def test_prefixes_are_separate(self):
+        """Two key prefixes (two foundations) hold separate leases on one Redis."""
+        a, b = self.make_store(prefix="cf1"), self.make_store(prefix="cf2")
+        await self.until(lambda: a.connected and b.connected)
+        self.assertEqual(await a.acquire("a", 3000), (True, 1, "a"))
+        self.assertEqual(await b.acquire("b", 3000), (True, 1, "b"))
+
+    async def test_down_fails_fast_then_reconnects(self):
+        """Redis killed: calls fail at once with LeaseUnavailable; restarted: they work."""
+        a = self.make_store()
+        await self.until(lambda: a.connected)
+        self.server.kill()
+        await self.until(lambda: not a.connected)
+        started = time.monotonic()
+        with self.assertRaises(LeaseUnavailable):
+            await a.acquire("a", 3000)
+        self.assertLess(time.monotonic() - started, 0.1)
+        self.server.start()
+        await self.until(lambda: a.connected, timeout=3)
+        self.assertEqual(await a.acquire("a", 3000), (True, 1, "a"))
+
+    async def test_paused_redis_times_out(self):
+        """A paused (SIGSTOP) Redis: a call fails within the reply timeout, never hangs."""
+        a = self.make_store()
+        await self.until(lambda: a.connected)
+        self.server.pause()
+        started = time.monotonic()
+        with self.assertRaises(LeaseUnavailable):
+            await a.acquire("a", 3000)
+        self.assertLess(time.monotonic() - started, 1.5)
+        self.server.resume()
+        answers = []
+        deadline = time.monotonic() + 3
+        while not answers and time.monotonic() < deadline:  # as the lease's retry loop does
+            try:
+                answers.append(await a.acquire("a", 3000))
+            except LeaseUnavailable:
+                await deferLater(reactor, 0.1)
+        self.assertEqual(answers, [(True, 1, "a")])
+
+    async def test_wrong_password_is_unavailable(self):
+        """A wrong password never connects: one error line, calls fail with
+        LeaseUnavailable."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        a = self.make_store(url=f"redis://:wrong@127.0.0.1:{self.server.port}/0")
+        await deferLater(reactor, 0.3)
+        with self.assertRaises(LeaseUnavailable):
+            await a.acquire("a", 3000)
+        refused = [e for e in events if "refused the connection" in e.get("log_format", "")]
+        self.assertEqual(len(refused), 1)
+        self.assertNotIn("wrong", formatEvent(refused[0]).replace("WRONGPASS", ""))

@@ -1,0 +1,105 @@
+"""The `ha` config section: lease periods, the Redis URI, and black-box mode ignoring it."""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from health_manager.config import ConfigError, build_config, redacted
+
+MINIMAL = {"mbus": "nats://127.0.0.1:4222/", "bulk_api": {"host": "api.vcap.me"}}
+
+
+def build(ha, **top):
+    return build_config(dict(MINIMAL, ha=ha, **top), {}, token_hex=lambda n: "r" * (2 * n))
+
+
+class HaConfigTests(SynchronousTestCase):
+    def test_absent_means_one_hm(self):
+        """Without an `ha` section there is no HA config and no warning."""
+        config, warnings = build_config(MINIMAL, {})
+        self.assertIsNone(config.ha)
+        self.assertEqual(warnings, [])
+
+    def test_defaults_follow_kubernetes(self):
+        """Only `redis` given: lease 15, deadline 10, retry 2, prefix health_manager."""
+        config, warnings = build({"redis": "redis://127.0.0.1:6380/2"})
+        ha = config.ha
+        self.assertEqual((ha.redis_host, ha.redis_port, ha.redis_db, ha.redis_password,
+                          ha.redis_tls), ("127.0.0.1", 6380, 2, None, False))
+        self.assertEqual((ha.lease_duration, ha.renew_deadline, ha.retry_period,
+                          ha.key_prefix), (15, 10, 2, "health_manager"))
+        self.assertEqual(warnings, [])
+
+    def test_every_key_read(self):
+        """All five keys are read; rediss:// means TLS and the password is kept."""
+        config, _ = build({"redis": "rediss://:s3cret@redis.local/0", "lease_duration": 3,
+                           "renew_deadline": 2, "retry_period": 0.5, "key_prefix": "cf1"})
+        ha = config.ha
+        self.assertEqual((ha.redis_host, ha.redis_port, ha.redis_password, ha.redis_tls),
+                         ("redis.local", 6379, "s3cret", True))
+        self.assertEqual((ha.lease_duration, ha.renew_deadline, ha.retry_period,
+                          ha.key_prefix), (3, 2, 0.5, "cf1"))
+        self.assertNotIn("s3cret", ha.redis_uri)
+        self.assertNotIn("s3cret", repr(ha))
+
+    def test_period_order_enforced(self):
+        """lease_duration > renew_deadline > retry_period > 0, else an error naming them."""
+        for periods in ({"lease_duration": 10, "renew_deadline": 10},
+                        {"renew_deadline": 2, "retry_period": 2},
+                        {"lease_duration": 3, "renew_deadline": 2, "retry_period": 0},
+                        {"lease_duration": 3, "renew_deadline": 2, "retry_period": -1}):
+            with self.assertRaises(ConfigError) as caught:
+                build(dict({"redis": "redis://127.0.0.1"}, **periods))
+            message = str(caught.exception)
+            for key in ("ha.lease_duration", "ha.renew_deadline", "ha.retry_period"):
+                self.assertIn(key, message)
+
+    def test_non_numeric_period(self):
+        """A period that is not a finite number names its key."""
+        for value in ("15", True, float("nan"), None):
+            with self.assertRaises(ConfigError) as caught:
+                build({"redis": "redis://127.0.0.1", "lease_duration": value})
+            self.assertEqual(caught.exception.key, "ha.lease_duration")
+
+    def test_bad_redis_uri(self):
+        """Malformed URIs, a user without password, or a non-numeric db fail on ha.redis."""
+        for uri in ("127.0.0.1:6379", "http://127.0.0.1", "redis://", "redis://h:port",
+                    "redis://user@127.0.0.1", "redis://:@127.0.0.1", "redis://h/db0",
+                    "redis://h/0?x=1", 6379):
+            with self.assertRaises(ConfigError, msg=uri) as caught:
+                build({"redis": uri})
+            self.assertEqual(caught.exception.key, "ha.redis")
+
+    def test_error_hides_password(self):
+        """An invalid URI's error does not show its password."""
+        with self.assertRaises(ConfigError) as caught:
+            build({"redis": "redis://:hunter2@127.0.0.1:x"})
+        self.assertNotIn("hunter2", str(caught.exception))
+
+    def test_redis_missing(self):
+        """An `ha` section without `redis` (also an empty one) fails on ha.redis."""
+        for section in ({"lease_duration": 15}, {}):
+            with self.assertRaises(ConfigError) as caught:
+                build(section)
+            self.assertEqual(caught.exception.key, "ha.redis")
+
+    def test_not_a_mapping(self):
+        """`ha` must be a mapping."""
+        with self.assertRaises(ConfigError) as caught:
+            build("redis://127.0.0.1")
+        self.assertEqual(caught.exception.key, "ha")
+
+    def test_unknown_key_warned(self):
+        """An unknown key inside `ha` is a warning, not an error."""
+        _, warnings = build({"redis": "redis://127.0.0.1", "sentinel": "x"})
+        self.assertEqual(warnings, ["unknown config key 'ha.sentinel' ignored"])
+
+    def test_black_box_ignores_ha(self):
+        """Black-box test mode ignores `ha` with exactly one warning."""
+        config, warnings = build({"redis": "redis://127.0.0.1"}, black_box_test_mode=True)
+        self.assertIsNone(config.ha)
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("'ha'", warnings[0])
+
+    def test_varz_config_view_drops_the_uri(self):
+        """The redacted config (for /varz) has no Redis URI, so no Redis password."""
+        config, _ = build({"redis": "redis://:pw@127.0.0.1", "retry_period": 1})
+        self.assertEqual(redacted(config.raw)["ha"], {"retry_period": 1})
