@@ -29,8 +29,9 @@ from twisted.logger import Logger
 
 from health_manager.bus import NatsBus
 from health_manager.simulation.foundation import Foundation, Scenario, demo_config
-from health_manager.simulation.nats_server import NatsServer, _kill_with_parent, free_port
+from health_manager.simulation.nats_server import NatsServer
 from health_manager.simulation.redis_server import RedisServer
+from health_manager.simulation.server_process import free_port, kill_with_parent
 
 CHAOS_FRACTION = 0.6
 LEASE, DEADLINE, RETRY = 3, 2, 0.5
@@ -89,7 +90,7 @@ class HmChild:
         self.process = subprocess.Popen(
             [*_twistd(), "-n", "--pidfile=", "health_manager", "-c", self.config_path],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_kill_with_parent)
+            start_new_session=True, preexec_fn=kill_with_parent)
         self.uuid = None
         self.role = None
         self.epoch = None
