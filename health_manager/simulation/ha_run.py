@@ -32,6 +32,7 @@ from health_manager.simulation.foundation import Foundation, Scenario, demo_conf
 from health_manager.simulation.nats_server import NatsServer
 from health_manager.simulation.redis_server import RedisServer
 from health_manager.simulation.server_process import free_port, kill_with_parent
+from health_manager.simulation.timers import SimulationTimers
 
 CHAOS_FRACTION = 0.6
 LEASE, DEADLINE, RETRY = 3, 2, 0.5
@@ -141,7 +142,7 @@ class HaSimulationRun:
         self._names = iter(f"hm-{n}" for n in range(1, 1000))
         self._pool = HTTPConnectionPool(reactor, persistent=False)
         self._http = HTTPClient(Agent(reactor, pool=self._pool))
-        self._loops = []
+        self._timers = SimulationTimers(reactor)
         self._began = None
         self._last_line = 0.0
         self._finished = False
@@ -179,10 +180,10 @@ class HaSimulationRun:
         self._redis_commands_at_begin = self.redis.commands_processed()
         self.phase = "chaos"
         chaos_end = self._args.duration * CHAOS_FRACTION
-        self._every(self._args.fault_interval, self._inject_fault, now=False)
-        self._every(0.25, self._poll, now=True)
+        self._timers.every(self._args.fault_interval, self._inject_fault, now=False)
+        self._timers.every(0.25, self._poll, now=True)
         if self._args.kill_leader_every:
-            self._every(self._args.kill_leader_every, self._kill_leader, now=False)
+            self._timers.every(self._args.kill_leader_every, self._kill_leader, now=False)
         self._reactor.callLater(chaos_end, self._calm_down)
 
     def _spawn(self):
@@ -190,13 +191,6 @@ class HaSimulationRun:
         self.hms.append(hm)
         self._print(f"started {hm.name} (pid {hm.process.pid}, status port {hm.status_port})")
         return hm
-
-    def _every(self, period, fn, now):
-        loop = task.LoopingCall(fn)
-        loop.clock = self._reactor
-        loop.start(period, now=now).addErrback(
-            lambda f: self.log.failure("simulation timer failed", f))
-        self._loops.append(loop)
 
     def _failed(self, failure):
         self.log.failure("simulation failed", failure)
@@ -412,9 +406,7 @@ class HaSimulationRun:
     def shutdown(self):
         """Before reactor shutdown: stop the HMs, the foundation, Redis and NATS."""
         self.finish(stop_reactor=False)
-        for loop in self._loops:
-            if loop.running:
-                loop.stop()
+        self._timers.stop()
         for hm in self.hms:
             hm.kill(signal.SIGTERM)
         for hm in self.hms:

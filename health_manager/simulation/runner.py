@@ -15,7 +15,7 @@ import math
 import random
 import sys
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -33,6 +33,7 @@ from health_manager.manager import Manager
 from health_manager.simulation import ha_run
 from health_manager.simulation.foundation import Foundation, Scenario, demo_config
 from health_manager.simulation.nats_server import NatsServer
+from health_manager.simulation.timers import SimulationTimers
 from health_manager.simulation.view import Progress, View
 from health_manager.tap import install_asyncio_reactor
 
@@ -164,7 +165,7 @@ class SimulationRun:
         self.foundation: Foundation | None = None
         self.manager: Manager | None = None
         self.status_url = ""
-        self._loops = []
+        self._timers = SimulationTimers(reactor)
         self._began = None
         self._finished = False
 
@@ -196,8 +197,8 @@ class SimulationRun:
         self._began = self._reactor.seconds()
         self.phase = "chaos"
         chaos_end = self._args.duration * CHAOS_FRACTION
-        self._every(self._args.fault_interval, self._inject_fault, now=False)
-        self._every(0.5, self._tick, now=True)
+        self._timers.every(self._args.fault_interval, self._inject_fault, now=False)
+        self._timers.every(0.5, self._tick, now=True)
         if not self._args.no_evacuation:
             self._reactor.callLater(chaos_end / 2, self._evacuate)
         self._reactor.callLater(chaos_end, self._calm_down)
@@ -213,13 +214,6 @@ class SimulationRun:
         bus.add_connection_listener(changed)
         changed(bus.connected)
         return connected.addTimeout(timeout, self._reactor)
-
-    def _every(self, period, fn, now):
-        loop = task.LoopingCall(fn)
-        loop.clock = self._reactor
-        loop.start(period, now=now).addErrback(
-            lambda f: self.log.failure("simulation timer failed", f))
-        self._loops.append(loop)
 
     def _failed(self, failure):
         self.log.failure("simulation failed", failure)
@@ -308,9 +302,7 @@ class SimulationRun:
         return d
 
     async def _shutdown(self):
-        for loop in self._loops:
-            if loop.running:
-                loop.stop()
+        self._timers.stop()
         if self.manager is not None and self.manager.running:
             await self.manager.stopService()
         if self.foundation is not None:
