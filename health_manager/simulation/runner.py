@@ -122,6 +122,24 @@ def rerun_command(args):
     return " ".join(words)
 
 
+async def start_foundation_and_hm(reactor, nats_url, scenario, rng, connected):
+    """A new bus to `nats_url`, the foundation of `scenario` on it and the health manager on
+    the demo configuration: (bus, foundation, manager), the apps populated once the health
+    manager runs. `connected(bus)` fires once the bus is connected."""
+    bus = NatsBus(reactor, nats_url, name="simulation")
+    bus.start()
+    await connected(bus)
+    foundation = Foundation(reactor, bus, scenario, rng)
+    foundation.cc.listen()
+    await foundation.start()
+    await bus.flush()
+    config, _ = build_config(demo_config(nats_url, foundation.cc.url), environ={})
+    manager = Manager(config, reactor)
+    manager.startService()
+    foundation.populate()
+    return bus, foundation, manager
+
+
 @implementer(ILogObserver)
 class ErrorCounter:
     """A log observer counting error events (shown in the view) and, in plain mode,
@@ -177,23 +195,14 @@ class SimulationRun:
 
     async def _begin(self):
         self.nats.start()
-        self.bus = NatsBus(self._reactor, self.nats.url, name="simulation")
-        self.bus.start()
-        await self._connected(self.bus, timeout=10)
-        self.foundation = Foundation(self._reactor, self.bus, self.scenario, self._rng)
-        self.foundation.cc.listen()
-        await self.foundation.start()
-        await self.bus.flush()
-        config, _ = build_config(demo_config(self.nats.url, self.foundation.cc.url),
-                                 environ={})
-        self.manager = Manager(config, self._reactor)
-        self.manager.startService()
+        self.bus, self.foundation, self.manager = await start_foundation_and_hm(
+            self._reactor, self.nats.url, self.scenario, self._rng,
+            lambda bus: self._connected(bus, timeout=10))
         status = demo_config("", "")["status"]
         self.status_url = (f"http://{status['user']}:{status['password']}@"
                            f"{self.manager.status_server.host}/")
         if not self.view.tty:
             self._out.write(f"status page: {self.status_url}\n")
-        self.foundation.populate()
         self._began = self._reactor.seconds()
         self.phase = "chaos"
         chaos_end = self._args.duration * CHAOS_FRACTION

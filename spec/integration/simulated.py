@@ -7,11 +7,9 @@ import random
 
 from twisted.internet import defer
 
-from health_manager.bus import NatsBus
-from health_manager.config import build_config
-from health_manager.manager import Manager
-from health_manager.simulation.foundation import Foundation, Scenario, demo_config
+from health_manager.simulation.foundation import Scenario
 from health_manager.simulation.nats_server import NatsServer
+from health_manager.simulation.runner import start_foundation_and_hm
 from spec.integration.support import connected, wait_until
 
 USER = PASSWORD = "hm"  # demo_config's status credentials
@@ -31,18 +29,8 @@ class SimulatedFoundation:
     async def start(self):
         self.nats = NatsServer(die_with_parent=True).start()
         self._test.addCleanup(self._stop)
-        self.bus = NatsBus(self._reactor, self.nats.url, name="simulation")
-        self.bus.start()
-        await connected(self.bus)
-        self.foundation = Foundation(self._reactor, self.bus, self.scenario, self._rng)
-        self.foundation.cc.listen()
-        await self.foundation.start()
-        await self.bus.flush()
-        config, _ = build_config(demo_config(self.nats.url, self.foundation.cc.url),
-                                 environ={})
-        self.manager = Manager(config, self._reactor)
-        self.manager.startService()
-        self.foundation.populate()
+        self.bus, self.foundation, self.manager = await start_foundation_and_hm(
+            self._reactor, self.nats.url, self.scenario, self._rng, connected)
         await wait_until(lambda: self.manager.status_server.port, what="status server")
         return self
 
