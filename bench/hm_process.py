@@ -103,13 +103,15 @@ class HmProcess:
 def _lease(reactor, url, redis_url):
     """A Redis lease with the default periods, as the Manager builds it from `ha`."""
     from health_manager.config import build_config
+    from health_manager.ha.connection import RedisConnection
     from health_manager.ha.lease import RedisLease
     from health_manager.ha.redis import RedisLeaseStore
 
     config, _ = build_config({"mbus": url, "bulk_api": {"host": "http://127.0.0.1:1"},
                               "ha": {"redis": redis_url}}, {})
     ha = config.ha
-    return RedisLease(RedisLeaseStore(reactor, ha), reactor, "bench-hm", ha.lease_duration,
+    store = RedisLeaseStore(RedisConnection(reactor, ha), ha.key_prefix)
+    return RedisLease(store, reactor, "bench-hm", ha.lease_duration,
                       ha.renew_deadline, ha.retry_period)
 
 

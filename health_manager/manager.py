@@ -20,6 +20,7 @@ from health_manager.config import redact_uri
 from health_manager.desired_state import DesiredState
 from health_manager.freshness import ActualFreshness
 from health_manager.gc_policy import GcPolicy
+from health_manager.ha.connection import RedisConnection
 from health_manager.ha.lease import RedisLease
 from health_manager.ha.redis import RedisLeaseStore
 from health_manager.harmonizer import Harmonizer
@@ -67,7 +68,9 @@ class Manager(MultiService):
         self._lease = None
         if config.ha is not None:
             ha = config.ha
-            self._lease = RedisLease(RedisLeaseStore(reactor, ha), reactor, self.component.uuid,
+            self.redis = RedisConnection(reactor, ha)
+            self._lease = RedisLease(RedisLeaseStore(self.redis, ha.key_prefix), reactor,
+                                     self.component.uuid,
                                      ha.lease_duration, ha.renew_deadline, ha.retry_period)
         self.leadership = self._lease if self._lease is not None else SingleLeadership()
         self.metrics.set_leadership_source(self.leadership)

@@ -1,19 +1,13 @@
-"""The lease in Redis: one txredisapi connection and the three Lua scripts over it.
+"""The lease in Redis: three Lua scripts over the shared RedisConnection.
 
 Each script is one atomic step, so two HMs can never both see themselves as the holder:
 acquire (`SET NX PX` + `INCR` of the fencing epoch), renew (compare-and-`PEXPIRE`) and
-release (compare-and-`DEL`). A call made while the connection is down fails at once
-instead of waiting for a reconnect, so the lease's retry loop never stalls.
+release (compare-and-`DEL`).
 """
 
-from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.ssl import optionsForClientTLS
-from twisted.logger import Logger
 from zope.interface import implementer
 
-from health_manager.ha.lease import ILeaseStore, LeaseUnavailable
+from health_manager.ha.lease import ILeaseStore
 
 # KEYS[1] leader key, KEYS[2] epoch key; ARGV[1] holder id, ARGV[2] lease in ms, ARGV[3] the
 # highest epoch the caller has seen. Returns {1, epoch, holder} when this holder has the
@@ -58,89 +52,49 @@ def _text(value):
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+def leader_key(key_prefix):
+    return f"{key_prefix}:leader"
+
+
+def epoch_key(key_prefix):
+    """The fencing epoch: the durable state's writes compare against it (journal.py)."""
+    return f"{key_prefix}:epoch"
+
+
 @implementer(ILeaseStore)
 class RedisLeaseStore:
-    """The lease of `key_prefix` in one Redis, reached through a reconnecting connection."""
+    """The lease of `key_prefix` on a RedisConnection; starting and stopping the store
+    starts and stops that connection."""
 
-    log = Logger()
-
-    def __init__(self, reactor, ha_config, reply_timeout=None, reconnect_delay=None):
-        """`reply_timeout` (default: retry_period) bounds each call: a Redis that does not
-        answer in time has its connection dropped and re-opened."""
-        # txredisapi imports the global reactor: only once HA is configured, after the
-        # process has installed the reactor it runs on (asyncio).
-        import txredisapi
-
-        self._reactor = reactor
-        self._config = ha_config
-        self._leader_key = f"{ha_config.key_prefix}:leader"
-        self._epoch_key = f"{ha_config.key_prefix}:epoch"
-        self._factory = txredisapi.RedisFactory(
-            f"{ha_config.redis_host}:{ha_config.redis_port}", ha_config.redis_db, 1,
-            isLazy=True, password=ha_config.redis_password,
-            replyTimeout=reply_timeout or ha_config.retry_period, convertNumbers=True)
-        # Reconnect about once per retry period, not after txredisapi's backoff of up to 10 s:
-        # a Redis that is back must let someone lead again within about one retry period.
-        self._factory.initialDelay = reconnect_delay or ha_config.retry_period / 2
-        self._factory.maxDelay = reconnect_delay or ha_config.retry_period
-        # Fires once, on the first connection or a refusal (a wrong password): the refusal
-        # is logged here, and every call then fails with LeaseUnavailable.
-        self._factory.deferred.addCallbacks(lambda _: None, self._refused)
-        self._started = False
+    def __init__(self, connection, key_prefix):
+        self._connection = connection
+        self._keys = [leader_key(key_prefix), epoch_key(key_prefix)]
 
     @property
     def address(self):
-        return self._config.redis_uri
+        return self._connection.address
 
     @property
     def connected(self):
-        return self._factory.size > 0
+        return self._connection.connected
 
     def start(self):
-        """Begin connecting (and reconnecting for ever)."""
-        if self._started:
-            return
-        self._started = True
-        config = self._config
-        endpoint: IStreamClientEndpoint = HostnameEndpoint(
-            self._reactor, config.redis_host, config.redis_port, timeout=config.retry_period)
-        if config.redis_tls:
-            endpoint = wrapClientTLS(optionsForClientTLS(config.redis_host), endpoint)
-        self._factory.startConnecting(endpoint)
+        self._connection.start()
 
     def stop(self):
-        """Close the connection; fires once it is closed."""
-        if not self._started:
-            return defer.succeed(None)
-        self._started = False
-        return self._factory.disconnect()
+        return self._connection.stop()
 
     def acquire(self, holder, ttl_ms, seen_epoch=0):
-        d = self._eval(ACQUIRE, holder, ttl_ms, seen_epoch)
+        d = self._connection.run(ACQUIRE, self._keys, [holder, ttl_ms, seen_epoch])
         d.addCallback(lambda r: (bool(r[0]), int(r[1]), _text(r[2])))
         return d
 
     def renew(self, holder, ttl_ms):
-        d = self._eval(RENEW, holder, ttl_ms)
+        d = self._connection.run(RENEW, self._keys, [holder, ttl_ms])
         d.addCallback(lambda epoch: int(epoch) or None)
         return d
 
     def release(self, holder):
-        d = self._eval(RELEASE, holder)
+        d = self._connection.run(RELEASE, self._keys, [holder])
         d.addCallback(bool)
         return d
-
-    def _eval(self, script, *args):
-        if not self.connected:
-            return defer.fail(LeaseUnavailable(f"Redis {self.address} not connected"))
-        d = defer.maybeDeferred(self._factory.handler.eval, script,
-                                [self._leader_key, self._epoch_key], list(args))
-        d.addErrback(self._unavailable)
-        return d
-
-    def _refused(self, failure):
-        self.log.error("HA: Redis {address} refused the connection: {error}",
-                       address=self.address, error=failure.getErrorMessage())
-
-    def _unavailable(self, failure):
-        raise LeaseUnavailable(f"Redis {self.address}: {failure.getErrorMessage()}")

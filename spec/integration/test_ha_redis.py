@@ -9,6 +9,7 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from health_manager.config import build_config
+from health_manager.ha.connection import RedisConnection
 from health_manager.ha.lease import ILeaseStore, LeaseUnavailable
 from health_manager.ha.redis import RedisLeaseStore
 from health_manager.simulation.redis_server import RedisServer
@@ -27,7 +28,7 @@ class RedisLeaseStoreTests(unittest.TestCase):
             "mbus": "nats://127.0.0.1:4222", "bulk_api": {"host": "127.0.0.1"},
             "ha": {"redis": url or self.server.url, "lease_duration": 3, "renew_deadline": 2,
                    "retry_period": 0.5, "key_prefix": prefix}}, {})
-        store = RedisLeaseStore(reactor, config.ha)
+        store = RedisLeaseStore(RedisConnection(reactor, config.ha), config.ha.key_prefix)
         store.start()
         self.addCleanup(store.stop)
         return store
