@@ -21,7 +21,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from health_manager.constants import FLAPPING, HIGH, LOW, NORMAL
+from health_manager.durable import NothingDurable
 from health_manager.metrics import RealtimeTotals
+from health_manager.model.durable import CrashRecord
 
 # 2**64 already dwarfs any max_restart_delay; bounding the exponent keeps the math cheap.
 _MAX_BACKOFF_EXPONENT = 64
@@ -30,12 +32,13 @@ _MAX_BACKOFF_EXPONENT = 64
 class _AnalysisPass:
     """One walk over a snapshot of the registry, a slice per reactor turn."""
 
-    __slots__ = ("droplets", "position", "started", "totals", "done")
+    __slots__ = ("droplets", "position", "started", "totals", "done", "write_back")
 
-    def __init__(self, droplets, started):
+    def __init__(self, droplets, started, write_back):
         self.droplets = droplets
         self.position = 0
         self.started = started
+        self.write_back = write_back  # record every crash history on the way (HA journal)
         self.totals = RealtimeTotals()
         self.done: defer.Deferred[None] = defer.Deferred()
 
@@ -44,7 +47,7 @@ class Harmonizer:
     log = Logger()
 
     def __init__(self, config, scheduler, registry, nudger, desired_state, actual_freshness,
-                 metrics, noise=random.uniform):
+                 metrics, noise=random.uniform, durable=None):
         self._intervals = config.intervals
         self._slice_size = config.number_of_droplets_analyzed_per_analysis_iteration
         self._scheduler = scheduler
@@ -54,6 +57,8 @@ class Harmonizer:
         self._actual_freshness = actual_freshness
         self._metrics = metrics
         self._noise = noise
+        # Where crash histories and sent starts outlive this process (HA), or nowhere.
+        self._durable = durable if durable is not None else NothingDurable()
 
     def prepare(self):
         """Register every periodic activity with the scheduler."""
@@ -83,22 +88,31 @@ class Harmonizer:
 
     def on_exit_crashed(self, droplet, version, index, instance, held):
         """A crash (§5.4): a LOW restart at once, or the flapping policy, when the index is
-        wanted and no other instance holds it."""
-        if not self._needs_start(droplet, version, index, held, "crash"):
-            return
-        if instance.state == FLAPPING:
-            self._flapping_policy(droplet, version, index, instance, chatty=True)
-        else:
-            self._queue_start(droplet, index, LOW, "crashed")
-            # Unlike HM 2.0 (§5.6 analysis): the replacement gets droplet_lost seconds to
-            # heartbeat before the missing check may start the same index a second time.
-            droplet.reset_missing_check(self._scheduler.now())
+        wanted and no other instance holds it. The slot's crash history is recorded."""
+        self._durable.forget_start(droplet.id, version, index)
+        if self._needs_start(droplet, version, index, held, "crash"):
+            if instance.state == FLAPPING:
+                self._flapping_policy(droplet, version, index, instance, chatty=True)
+            else:
+                self._queue_start(droplet, index, LOW, "crashed")
+                self._replacement_grace(droplet)
+        self._durable.record_crash(self._crash_record(droplet, version, index, instance))
 
     def on_exit_dea(self, droplet, version, index, held):
         """DEA shutdown or evacuation (§5.4): restart elsewhere at HIGH priority."""
-        droplet.reset_missing_check(self._scheduler.now())
+        self._durable.forget_start(droplet.id, version, index)
+        self._replacement_grace(droplet)
         if self._needs_start(droplet, version, index, held, "DEA exit"):
             self._queue_start(droplet, index, HIGH, "DEA exit")
+
+    def _replacement_grace(self, droplet):
+        """Unlike HM 2.0 (§5.6 analysis): the replacement the leader starts after an exit
+        gets droplet_lost seconds to heartbeat before the missing check may start the same
+        index a second time. A standby starts nothing, so it grants none: promoted, it
+        starts at once what is still missing, except what the old leader's recorded start
+        intents say is already coming up (ha/journal.py)."""
+        if self._nudger.is_acting():
+            droplet.reset_missing_check(self._scheduler.now())
 
     def on_exit_stopped(self, droplet, index):
         droplet.reset_missing_check(self._scheduler.now())
@@ -142,7 +156,9 @@ class Harmonizer:
 
     def analyze_droplets(self):
         """Walk every droplet once, a slice per reactor turn; fires when the pass ends."""
-        analysis = _AnalysisPass(self._registry.snapshot(), self._scheduler.now())
+        now = self._scheduler.now()
+        analysis = _AnalysisPass(self._registry.snapshot(), now,
+                                 self._durable.write_back_due(now))
         self._analyze_slice(analysis)
         return analysis.done
 
@@ -155,10 +171,13 @@ class Harmonizer:
             registered = self._registry.get
             analyze = self.analyze_droplet
             totals = analysis.totals
+            write_back = analysis.write_back
             for position in range(analysis.position, end):
                 droplet = droplets[position]
                 if registered(droplet.id) is droplet:  # not removed mid-pass
                     analyze(droplet, now, acting, totals)
+                    if write_back:
+                        self._write_back(droplet, now)
             analysis.position = end
             if end < len(droplets):
                 self._scheduler.immediately(lambda: self._analyze_slice(analysis),
@@ -273,6 +292,10 @@ class Harmonizer:
         delay = min(intervals.max_restart_delay, intervals.min_restart_delay * 2 ** exponent)
         noise = intervals.delay_time_noise
         delay = max(0, delay + self._noise(-noise, noise))
+        self._schedule_flapping_restart(droplet, version, index, instance, delay)
+        self._durable.record_crash(self._crash_record(droplet, version, index, instance))
+
+    def _schedule_flapping_restart(self, droplet, version, index, instance, delay):
         instance.pending_restart = self._scheduler.after(
             delay, lambda: self._flapping_restart(droplet, version, index, instance),
             "flapping restart")
@@ -289,6 +312,9 @@ class Harmonizer:
             # HM 2.0 sent it anyway (§5.14.7) and made a duplicate.
             self.log.info("flapping restart dropped, index no longer needs it: "
                           "app_id={droplet} index={index}", droplet=droplet.id, index=index)
+            return
+        self._durable.record_crash(self._crash_record(droplet, version, index, instance))
+        if self._sent_by_previous_leader(droplet, index, "flapping restart"):
             return
         self.log.info("flapping restart: app_id={droplet} index={index}",
                       droplet=droplet.id, index=index)
@@ -320,10 +346,78 @@ class Harmonizer:
             self.log.info("queued start ({reason}) no longer needed: app_id={droplet} "
                           "index={index}", reason=reason, droplet=droplet.id, index=index)
             return None
+        if self._sent_by_previous_leader(droplet, index, f"queued start ({reason})"):
+            return None
         # Its replacement needs droplet_lost seconds to heartbeat before the index may be
         # judged missing again, however long the start waited in the queue.
         droplet.reset_missing_check(now)
         return self._start_payload(droplet, index)
+
+    def _sent_by_previous_leader(self, droplet, index, what):
+        """Whether another leader's recorded start of this index may still come up (HA):
+        sending it again would make a duplicate. Once the intent expires (droplet_lost
+        after it was sent), the missing check starts the index if nothing came up."""
+        now = self._scheduler.now()
+        intent = self._durable.previous_start(droplet.id, droplet.live_version, index, now)
+        if intent is None:
+            return False
+        self._metrics.ha_starts_skipped_for_intent += 1
+        self.log.info("{what} not sent: the leader of epoch {epoch} sent one {age:.1f} s ago; "
+                      "waiting for its instance: app_id={droplet} index={index}", what=what,
+                      epoch=intent.epoch, age=now - intent.sent_at, droplet=droplet.id,
+                      index=index)
+        return True
+
+    # -- durable state (HA) --------------------------------------------------------------
+
+    def _crash_record(self, droplet, version, index, instance):
+        giveup = self._intervals.giveup_crash_number
+        pending = instance.pending_restart
+        return CrashRecord(
+            app_id=droplet.id, version=version, index=index,
+            crash_count=instance.crash_count, last_crash=instance.last_crash_timestamp,
+            flapping=instance.crash_count > self._intervals.flapping_death,
+            given_up=giveup > 0 and instance.crash_count > giveup,
+            restart_due=pending.when() if pending is not None and pending.active() else None)
+
+    def _write_back(self, droplet, now):
+        """Record every crash history of `droplet` the HM still acts on: a recent crash, a
+        pending restart or a give-up (which lasts until the slot crashes again after a quiet
+        flapping_timeout, so its record is kept alive by these passes)."""
+        flapping_timeout = self._intervals.flapping_timeout
+        giveup = self._intervals.giveup_crash_number
+        for version, instances in droplet.versions.items():
+            for index, instance in instances.items():
+                count = instance.crash_count
+                if not count:
+                    continue
+                last = instance.last_crash_timestamp
+                if (instance.pending_restart is not None or (giveup > 0 and count > giveup)
+                        or (last is not None and now - last <= flapping_timeout)):
+                    self._durable.record_crash(
+                        self._crash_record(droplet, version, index, instance))
+
+    def restore_crash_records(self, records):
+        """Merge crash records loaded at promotion (another HM's, or this one's before it
+        restarted) into the model; returns how many were newer than what it knew. A pending
+        restart they carry fires at its original due time (at once if that has passed)."""
+        now = self._scheduler.now()
+        intervals = self._intervals
+        newer = 0
+        for record in records:
+            droplet = self._registry.get_or_create(record.app_id, now)
+            instance = droplet.instance(record.version, record.index, now)
+            if not instance.adopt_crash_record(record.crash_count, record.last_crash,
+                                               intervals.flapping_timeout,
+                                               intervals.flapping_death):
+                continue
+            newer += 1
+            if (record.restart_due is not None and instance.state == FLAPPING
+                    and droplet.live_version in (None, record.version)):
+                instance.cancel_pending_restart()
+                self._schedule_flapping_restart(droplet, record.version, record.index,
+                                                instance, record.restart_due - now)
+        return newer
 
     def _start_payload(self, droplet, index, flapping=False):
         return {

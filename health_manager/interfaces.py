@@ -99,3 +99,30 @@ class ILeadership(Interface):
 
     def is_acting() -> bool:
         """True only while this HM may publish starts and stops right now."""
+
+
+class IDurableState(Interface):
+    """What survives a restart or a failover: crash records and start intents (issue 11).
+
+    One HM alone keeps nothing (as HM 2.0); with HA the leader writes through to Redis
+    (health_manager/ha/journal.py). The policy tells it each change and asks it about
+    starts another leader sent; it never talks to Redis itself.
+    """
+
+    def record_crash(record: Any) -> None:
+        """A slot's crash history changed (a crash, a restart scheduled, sent or given up):
+        store this CrashRecord (health_manager/model/durable.py)."""
+
+    def record_start(app_id: str, version: str, index: int) -> None:
+        """A health.start for (app, version, index) was just sent."""
+
+    def previous_start(app_id: str, version: str, index: int, now: float) -> Any:
+        """The live StartIntent another leader recorded for (app, version, index), or
+        None: while there is one, the start it sent may still come up."""
+
+    def forget_start(app_id: str, version: str, index: int) -> None:
+        """The instance a previous start made exited or crashed: that start is spent."""
+
+    def write_back_due(now: float) -> bool:
+        """Whether the analysis pass starting now should record every crash history the
+        HM holds (after a promotion, and before the stored records' TTL runs out)."""

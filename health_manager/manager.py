@@ -21,9 +21,12 @@ from health_manager.desired_state import DesiredState
 from health_manager.freshness import ActualFreshness
 from health_manager.gc_policy import GcPolicy
 from health_manager.ha.connection import RedisConnection
+from health_manager.ha.handover import Handover
+from health_manager.ha.journal import Journal
 from health_manager.ha.lease import RedisLease
-from health_manager.ha.redis import RedisLeaseStore
+from health_manager.ha.redis import RedisJournalStore, RedisLeaseStore
 from health_manager.harmonizer import Harmonizer
+from health_manager.interfaces import ILeadership
 from health_manager.leadership import SingleLeadership
 from health_manager.metrics import Metrics
 from health_manager.model.registry import DropletRegistry
@@ -64,19 +67,28 @@ class Manager(MultiService):
         # Start time, uptime and vitals are wall-clock facts for operators, also in black-box mode.
         self.component = Component(config, self.bus, reactor)
         # Who may act: always this HM when it runs alone; with `ha`, the holder of the lease
-        # (its id is the component uuid, so /varz ha_leader names another HM's uuid).
-        self._lease = None
+        # (its id is the component uuid, so /varz ha_leader names another HM's uuid) once
+        # it has loaded the journal its predecessors wrote. Alone it keeps nothing durable.
+        self.lease = None
+        self.journal = None
+        self.leadership: ILeadership
         if config.ha is not None:
             ha = config.ha
-            self.redis = RedisConnection(reactor, ha)
-            self._lease = RedisLease(RedisLeaseStore(self.redis, ha.key_prefix), reactor,
+            redis = RedisConnection(reactor, ha)
+            self.lease = RedisLease(RedisLeaseStore(redis, ha.key_prefix), reactor,
                                      self.component.uuid,
                                      ha.lease_duration, ha.renew_deadline, ha.retry_period)
-        self.leadership = self._lease if self._lease is not None else SingleLeadership()
+            self.journal = Journal(RedisJournalStore(redis, ha.key_prefix), self.scheduler,
+                                   self.lease, intervals, self.metrics, ha.retry_period)
+            # _restore reaches the Harmonizer, built below, only once a lease is won.
+            self.leadership = Handover(self.lease, self.journal, self._restore,
+                                       self.scheduler, ha.retry_period)
+        else:
+            self.leadership = SingleLeadership()
         self.metrics.set_leadership_source(self.leadership)
         self.nudger = Nudger(self.scheduler, self.bus, self.metrics,
                              intervals.queue_batch_size, intervals.request_queue,
-                             leadership=self.leadership)
+                             leadership=self.leadership, durable=self.journal)
         self.freshness = ActualFreshness(self.scheduler, intervals.droplet_lost)
         self.desired_state = DesiredState(
             config, self.scheduler, self.bus, self.http_client, self.metrics,
@@ -85,7 +97,7 @@ class Manager(MultiService):
                 app_id, self.scheduler.now()))
         self.harmonizer = Harmonizer(
             config, self.scheduler, self.registry, self.nudger, self.desired_state,
-            self.freshness, self.metrics)
+            self.freshness, self.metrics, durable=self.journal)
         self.actual_state = ActualState(
             config, self.bus, self.registry, self.harmonizer, self.freshness, self.metrics,
             self.scheduler)
@@ -109,6 +121,11 @@ class Manager(MultiService):
         self._started = None
         self._waiting_for_nats = False
 
+    def _restore(self, records):
+        restored = self.harmonizer.restore_crash_records(records)
+        self.metrics.ha_records_restored += restored
+        return restored
+
     def _apply_desired(self, app, asked_at):
         self.registry.apply_desired(app, self.scheduler.now(), asked_at)
 
@@ -116,8 +133,8 @@ class Manager(MultiService):
         self.gc_policy.install()
         self.bus.add_connection_listener(self._connection_changed)
         self.bus.start()
-        if self._lease is not None:
-            self._lease.start()
+        if self.lease is not None:
+            self.lease.start()
         super().startService()  # the status server listens now
         self._started = defer.Deferred.fromCoroutine(self._start())
         self._started.addErrback(lambda f: self.log.failure("start-up failed", f))
@@ -163,9 +180,12 @@ class Manager(MultiService):
     async def _stop(self):
         if self._started is not None and not self._started.called:
             self._started.cancel()
-        if self._lease is not None:
+        if self.journal is not None:
+            # What the leader decided reaches Redis before it lets go of the lease.
+            await self.journal.flush()
+        if self.lease is not None:
             # First, so a standby takes over within about one retry period.
-            await self._lease.stop()
+            await self.lease.stop()
         work = self.scheduler.stop()
         self.desired_state.stop()
         dropped = self.nudger.discard_pending()

@@ -180,6 +180,15 @@ class Metrics:
         self._leadership = None
         # Starts and stops decided while this HM was not acting (HA standby), dropped.
         self.ha_suppressed_messages = 0
+        # The HA journal (ha/journal.py): records and intents written to Redis, refused by
+        # the epoch fence (a deposed leader's), failed (retried), unreadable when loaded,
+        # merged at promotion; and starts not repeated because another leader sent them.
+        self.ha_records_written = 0
+        self.ha_fenced_writes_refused = 0
+        self.ha_record_write_failures = 0
+        self.ha_unreadable_records = 0
+        self.ha_records_restored = 0
+        self.ha_starts_skipped_for_intent = 0
         self.total_users = 0
         self.rejected_messages = {}
         self.skipped_entries = {}
@@ -266,7 +275,13 @@ class Metrics:
         if leadership is not None:
             varz.update(ha_role=leadership.role, ha_leader=leadership.leader_id,
                         ha_epoch=leadership.epoch, ha_transitions=leadership.transitions,
-                        ha_suppressed_messages=self.ha_suppressed_messages)
+                        ha_suppressed_messages=self.ha_suppressed_messages,
+                        ha_records_written=self.ha_records_written,
+                        ha_fenced_writes_refused=self.ha_fenced_writes_refused,
+                        ha_record_write_failures=self.ha_record_write_failures,
+                        ha_unreadable_records=self.ha_unreadable_records,
+                        ha_records_restored=self.ha_records_restored,
+                        ha_starts_skipped_for_intent=self.ha_starts_skipped_for_intent)
         varz.update(
             total_users=self.total_users,
             queue_length=self._queue_length(),
@@ -395,6 +410,21 @@ class Metrics:
              [] if facts.ha_epoch is None else [({}, facts.ha_epoch)]),
             ("ha_transitions_total", "counter", "Changes of this health manager's HA role.",
              [({}, facts.ha_transitions)]),
+            ("ha_journal_writes_total", "counter",
+             "Crash records and start intents sent to Redis, by result (refused: fenced "
+             "off by a newer leader's epoch; failed: Redis unavailable, retried).",
+             [({"result": "written"}, self.ha_records_written),
+              ({"result": "refused"}, self.ha_fenced_writes_refused),
+              ({"result": "failed"}, self.ha_record_write_failures)]),
+            ("ha_unreadable_records_total", "counter",
+             "Entries in Redis that could not be read when loading, skipped.",
+             [({}, self.ha_unreadable_records)]),
+            ("ha_records_restored_total", "counter",
+             "Crash records loaded at promotion that were newer than this HM's memory.",
+             [({}, self.ha_records_restored)]),
+            ("ha_starts_skipped_for_intent_total", "counter",
+             "Starts not sent because another leader's recorded start may still come up.",
+             [({}, self.ha_starts_skipped_for_intent)]),
         ]
         return [(PREFIX + name, kind, text, samples)
                 for name, kind, text, samples in families]

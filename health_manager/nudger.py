@@ -23,6 +23,7 @@ from collections import OrderedDict, deque
 import orjson
 from twisted.logger import Logger
 
+from health_manager.durable import NothingDurable
 from health_manager.leadership import SingleLeadership
 
 START_SUBJECT = "health.start"
@@ -34,9 +35,12 @@ SENT_STARTS_KEPT = 100_000
 class Nudger:
     log = Logger()
 
-    def __init__(self, scheduler, bus, metrics, batch_size, period, leadership=None):
+    def __init__(self, scheduler, bus, metrics, batch_size, period, leadership=None,
+                 durable=None):
         self._scheduler = scheduler
         self._leadership = leadership if leadership is not None else SingleLeadership()
+        # Each start sent is recorded as an intent, so a new leader does not repeat it.
+        self._durable = durable if durable is not None else NothingDurable()
         self._was_acting = True
         self._bus = bus
         self._metrics = metrics
@@ -100,10 +104,12 @@ class Nudger:
         self._metrics.count_start(priority)
         now = self._scheduler.now()
         last_sent = self._last_sent
+        droplet_id, version = payload.get("droplet"), payload.get("version")
         for index in payload.get("indices") or ():
-            key = (payload.get("droplet"), index)
+            key = (droplet_id, index)
             last_sent.pop(key, None)
             last_sent[key] = now
+            self._durable.record_start(droplet_id, version, index)
         while len(last_sent) > SENT_STARTS_KEPT:
             last_sent.popitem(last=False)
         self.log.info("sent health.start: app_id={droplet} indices={indices} "

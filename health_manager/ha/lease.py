@@ -71,6 +71,11 @@ class RedisLease:
         self._reachable = None  # unknown until the first answer or failure
         self._loop = task.LoopingCall(self._tick)
         self._loop.clock = clock
+        self._listeners = []
+
+    def add_listener(self, callback):
+        """Call `callback()` after every change of role."""
+        self._listeners.append(callback)
 
     # -- ILeadership ---------------------------------------------------------------------
 
@@ -201,3 +206,5 @@ class RedisLease:
             emit = self.log.info if reason == STOPPING else self.log.warn
             emit("HA: stopped acting, now standby ({reason}); leader {leader}, epoch {epoch}",
                  reason=reason, leader=leader_id, epoch=self.epoch)
+        for callback in self._listeners:
+            callback()

@@ -1,12 +1,13 @@
-"""The lease in Redis: three Lua scripts over the shared RedisConnection.
+"""The lease and the journal in Redis: Lua scripts over the shared RedisConnection.
 
 Each script is one atomic step, so two HMs can never both see themselves as the holder:
 acquire (`SET NX PX` + `INCR` of the fencing epoch), renew (compare-and-`PEXPIRE`) and
-release (compare-and-`DEL`).
+release (compare-and-`DEL`). The journal's batch write is fenced by that epoch.
 """
 
 from zope.interface import implementer
 
+from health_manager.ha.journal import IJournalStore
 from health_manager.ha.lease import ILeaseStore
 
 # KEYS[1] leader key, KEYS[2] epoch key; ARGV[1] holder id, ARGV[2] lease in ms, ARGV[3] the
@@ -37,6 +38,19 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return tonumber(redis.call('GET', KEYS[2]) or '0')
 end
 return 0
+"""
+
+# KEYS[1] the epoch key, KEYS[2..n] the entries' keys; ARGV[1] the writer's epoch, then a
+# value and a TTL in ms per entry. Writes all of them only while the writer's epoch is the
+# stored one (1), else nothing (0): a deposed leader's write never lands.
+FENCED_WRITE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[2 * i - 2], 'PX', ARGV[2 * i - 1])
+end
+return 1
 """
 
 # Returns 1 when the holder owned the key and deleted it, else 0.
@@ -98,3 +112,53 @@ class RedisLeaseStore:
         d = self._connection.run(RELEASE, self._keys, [holder])
         d.addCallback(bool)
         return d
+
+
+def _glob_escaped(text):
+    """`text` as a literal in a SCAN MATCH pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+@implementer(IJournalStore)
+class RedisJournalStore:
+    """The journal's entries as `{key_prefix}:{kind}:{key}` strings with a TTL each."""
+
+    # Keys per SCAN step and per MGET: a few hundred KB per reply at most.
+    SCAN_COUNT = 1000
+
+    def __init__(self, connection, key_prefix):
+        self._connection = connection
+        self._prefix = key_prefix
+        self._epoch_key = epoch_key(key_prefix)
+
+    @property
+    def address(self):
+        return self._connection.address
+
+    @property
+    def connected(self):
+        return self._connection.connected
+
+    def write(self, epoch, entries):
+        keys = [self._epoch_key]
+        args = [epoch]
+        for kind, key, value, ttl_ms in entries:
+            keys.append(f"{self._prefix}:{kind}:{key}")
+            args += [value, ttl_ms]
+        d = self._connection.run(FENCED_WRITE, keys, args)
+        d.addCallback(bool)
+        return d
+
+    async def load(self, kind):
+        pattern = f"{_glob_escaped(self._prefix)}:{kind}:*"
+        values = []
+        cursor = 0
+        while True:
+            cursor, keys = await self._connection.call("scan", cursor, pattern,
+                                                       self.SCAN_COUNT)
+            if keys:
+                # An entry that expired between SCAN and MGET comes back as None.
+                values += [v for v in await self._connection.call("mget", keys)
+                           if v is not None]
+            if int(cursor) == 0:
+                return values

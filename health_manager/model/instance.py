@@ -185,6 +185,28 @@ class AppInstance:
         if not held:
             self.state = FLAPPING if self.crash_count > flapping_death else CRASHED
 
+    def adopt_crash_record(self, crash_count: int, last_crash: float | None,
+                           flapping_timeout: float, flapping_death: int) -> bool:
+        """Merge a stored crash history into this slot (an HA promotion). Two histories
+        within `flapping_timeout` of each other are one series seen by two HMs: it keeps
+        the higher count, so a give-up or the doubling backoff carries on; otherwise the
+        later series wins, as `crash()` would have restarted the count. True when the stored
+        history is at least as recent as this slot's (its pending restart is then the one
+        to keep); the slot's state follows unless an instance holds it now."""
+        if last_crash is None:
+            return False
+        mine = self.last_crash_timestamp
+        if mine is not None and mine - last_crash > flapping_timeout:
+            return False  # the stored series ended before this slot's began
+        if mine is None or last_crash - mine > flapping_timeout:
+            self.crash_count = crash_count
+        else:
+            self.crash_count = max(self.crash_count, crash_count)
+        self.last_crash_timestamp = last_crash if mine is None else max(mine, last_crash)
+        if not (self.state == RUNNING or self.state == STARTING):
+            self.state = FLAPPING if self.crash_count > flapping_death else CRASHED
+        return mine is None or last_crash >= mine
+
     def cancel_pending_restart(self) -> bool:
         """Cancel a scheduled flapping restart; True if one was pending."""
         receipt = self.pending_restart

@@ -6,6 +6,8 @@ from health_manager.actual_state import ActualState
 from health_manager.config import build_config
 from health_manager.constants import STAGED, STARTED
 from health_manager.freshness import ActualFreshness
+from health_manager.ha.handover import Handover
+from health_manager.ha.journal import Journal
 from health_manager.harmonizer import Harmonizer
 from health_manager.metrics import Metrics
 from health_manager.model.desired_app import DesiredApp
@@ -15,8 +17,10 @@ from health_manager.reporter import Reporter
 from health_manager.scheduler import Scheduler
 from health_manager.testing.bus import InMemoryBus
 from health_manager.testing.desired import FakeDesiredState
+from health_manager.testing.journal import FakeLease
 
 START = 1000.0
+RETRY = 1.0  # an HA rig's retry_period
 
 
 def make_config(intervals=None, **top):
@@ -30,18 +34,31 @@ def make_config(intervals=None, **top):
 class PolicyRig:
     """Everything the policy needs, wired as the Manager does, with helpers to drive it."""
 
-    def __init__(self, intervals=None, noise=lambda low, high: 0.0, leadership=None, **top):
+    def __init__(self, intervals=None, noise=lambda low, high: 0.0, leadership=None,
+                 durable=None, clock=None, ha_store=None, **top):
+        """`ha_store` (an InMemoryJournalStore): an HA HM, its journal in that store, its
+        lease a FakeLease (`self.lease`) switched by the test."""
         self.config = make_config(intervals, **top)
         self.intervals = self.config.intervals
-        self.clock = task.Clock()
-        self.clock.advance(START)
+        if clock is None:
+            clock = task.Clock()
+            clock.advance(START)
+        self.clock = clock
         self.scheduler = Scheduler(self.clock)
         self.bus = InMemoryBus(self.clock)
         self.metrics = Metrics()
         self.registry = DropletRegistry()
+        if ha_store is not None:
+            self.lease = FakeLease(ha_store)
+            self.journal = Journal(ha_store, self.scheduler, self.lease, self.intervals,
+                                   self.metrics, retry_period=RETRY)
+            leadership = Handover(self.lease, self.journal,
+                                  lambda records: self.harmonizer.restore_crash_records(records),
+                                  self.scheduler, RETRY)
+            durable = self.journal
         self.nudger = Nudger(self.scheduler, self.bus, self.metrics,
                              self.intervals.queue_batch_size, self.intervals.request_queue,
-                             leadership=leadership)
+                             leadership=leadership, durable=durable)
         self.freshness = ActualFreshness(self.scheduler, self.intervals.droplet_lost)
         self.desired = FakeDesiredState()
         self.noise_calls = []
@@ -52,7 +69,7 @@ class PolicyRig:
 
         self.harmonizer = Harmonizer(self.config, self.scheduler, self.registry, self.nudger,
                                      self.desired, self.freshness, self.metrics,
-                                     noise=recording_noise)
+                                     noise=recording_noise, durable=durable)
         self.actual = ActualState(self.config, self.bus, self.registry, self.harmonizer,
                                   self.freshness, self.metrics, self.scheduler)
         self.reporter = Reporter(self.bus, self.registry, self.scheduler, self.metrics,

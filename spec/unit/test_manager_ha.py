@@ -1,4 +1,5 @@
-"""The Manager's HA wiring: the lease as its leadership, gating the Nudger, in /varz, and
+"""The Manager's HA wiring: the lease (behind its journal's handover) as its leadership,
+gating the Nudger, in /varz, and
 requests in one queue group; without `ha` a lone HM as before."""
 
 from twisted.internet import task
@@ -7,6 +8,7 @@ from zope.interface.verify import verifyObject
 
 from health_manager.config import build_config
 from health_manager.constants import LOW
+from health_manager.ha.handover import Handover
 from health_manager.ha.lease import RedisLease
 from health_manager.interfaces import ILeadership
 from health_manager.leadership import SingleLeadership
@@ -37,9 +39,10 @@ class ManagerHaTests(SynchronousTestCase):
         """With `ha`, the leadership is a RedisLease named by the component uuid, standby
         until it holds the lease; /varz says so."""
         hm, _ = manager(ha=HA)
-        self.assertIsInstance(hm.leadership, RedisLease)
+        self.assertIsInstance(hm.leadership, Handover)
+        self.assertIsInstance(hm.lease, RedisLease)
         verifyObject(ILeadership, hm.leadership)
-        self.assertEqual(hm.leadership.holder_id, hm.component.uuid)
+        self.assertEqual(hm.lease.holder_id, hm.component.uuid)
         self.assertFalse(hm.leadership.is_acting())
         varz = hm.metrics.varz()
         self.assertEqual((varz["ha_role"], varz["ha_leader"], varz["ha_transitions"]),
