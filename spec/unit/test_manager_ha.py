@@ -1,6 +1,6 @@
 """The Manager's HA wiring: the lease (behind its journal's handover) as its leadership,
-gating the Nudger, in /varz, and
-requests in one queue group; without `ha` a lone HM as before."""
+gating the Nudger, in /varz, and requests in one queue group; without `ha` a lone HM as
+before."""
 
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
