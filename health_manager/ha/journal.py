@@ -114,8 +114,15 @@ class Journal:
     async def load(self, epoch):
         """Read every stored record and intent for the leader of `epoch`; from then on it
         records. Returns the CrashRecords; fails with LeaseUnavailable."""
-        records = self._parse(await self._store.load(CRASH), CrashRecord.from_bytes, CRASH)
-        intents = self._parse(await self._store.load(START), StartIntent.from_bytes, START)
+        # Both kinds at once: over a slow link the load costs one round trip per SCAN step.
+        try:
+            crash_values, start_values = await defer.gatherResults(
+                [defer.ensureDeferred(self._store.load(kind)) for kind in (CRASH, START)],
+                consumeErrors=True)
+        except defer.FirstError as e:
+            e.subFailure.raiseException()
+        records = self._parse(crash_values, CrashRecord.from_bytes, CRASH)
+        intents = self._parse(start_values, StartIntent.from_bytes, START)
         now = self._scheduler.now()
         # Its own intents (an epoch this HM held before a blip) need no guard: its own
         # missing-check grace covers them.

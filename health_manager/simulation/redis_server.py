@@ -50,6 +50,17 @@ class RedisServer(ServerProcess):
         except OSError:
             return False
 
+    def call(self, *args):
+        """One command over a fresh connection (blocking, for tests); its reply: str, int,
+        None or a list of them. An error reply raises RuntimeError."""
+        with socket.create_connection((self.host, self.port), timeout=2) as s:
+            reader = s.makefile("rb")
+            if self.password:
+                s.sendall(_encode("AUTH", self.password))
+                _reply(reader)
+            s.sendall(_encode(*args))
+            return _reply(reader)
+
     def commands_processed(self):
         """Redis's own count of the commands it has processed since it started."""
         with socket.create_connection((self.host, self.port), timeout=2) as s:
@@ -67,3 +78,32 @@ class RedisServer(ServerProcess):
             if line.startswith("total_commands_processed:"):
                 return int(line.split(":", 1)[1])
         raise RuntimeError("redis INFO had no total_commands_processed")
+
+
+def _encode(*args):
+    parts = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _reply(reader):
+    line = reader.readline()
+    kind, rest = line[:1], line[1:-2].decode()
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        raise RuntimeError(f"redis: {rest}")
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        if rest == "-1":
+            return None
+        data = reader.read(int(rest) + 2)[:-2]
+        return data.decode("utf-8", "replace")
+    if kind == b"*":
+        if rest == "-1":
+            return None
+        return [_reply(reader) for _ in range(int(rest))]
+    raise RuntimeError(f"redis: unexpected reply {line!r}")
