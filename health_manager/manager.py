@@ -104,7 +104,8 @@ class Manager(MultiService):
         self.reporter = Reporter(self.bus, self.registry, self.scheduler, self.metrics, config)
         self.state_view = StateView(
             config, self.scheduler, self.registry, self.metrics, self.desired_state,
-            self.freshness, self.leadership, self.bus, self.nudger, self.scheduler.now())
+            self.freshness, self.leadership, self.bus, self.nudger, self.scheduler.now(),
+            durable=self.journal)
         self.status_server = StatusServer(
             config, self.metrics, self.component, self.state_view, reactor, reactor,
             log_counts=self.log_counts)

@@ -16,6 +16,7 @@ from health_manager.interfaces import IDurableState, ILeadership
 from health_manager.model.durable import CrashRecord, StartIntent
 from health_manager.model.instance import AppInstance
 from health_manager.testing.journal import InMemoryJournalStore
+from health_manager.web.state_view import StateView
 from spec.unit.policy_rig import RETRY, PolicyRig
 from spec.unit.policy_rig import START as T0
 
@@ -79,6 +80,27 @@ class Foundation:
 
 def flapping_starts(rig):
     return [s for s in rig.starts() if s["flapping"]]
+
+
+def crash_then_failover(test, old_leader_sends=True):
+    """A leader sends a crash restart (or, without `old_leader_sends`, dies before it
+    leaves); 3 s later the standby leads. (foundation, new leader)"""
+    f = Foundation()
+    a = f.leader(f.hm())
+    b = f.hm()
+    f.fresh()
+    if not old_leader_sends:
+        f.store.connected = False  # a's start and its intent never leave
+        a.lease.depose()
+    f.crash(1, "g1")
+    test.assertEqual(len(a.starts()), int(old_leader_sends))
+    f.store.connected = True
+    if old_leader_sends:
+        test.assertIn((START, f"{APP}:v1:1"), f.store.live())
+    f.kill(a)
+    f.advance(3, step=1)
+    f.leader(b)
+    return f, b
 
 
 class CrashRecordTests(SynchronousTestCase):
@@ -286,34 +308,16 @@ class CrashRecordTests(SynchronousTestCase):
 class StartIntentTests(SynchronousTestCase):
     """A new leader does not repeat a start the old one sent (Kubernetes' expectations)."""
 
-    def crash_then_failover(self, old_leader_sends=True):
-        f = Foundation()
-        a = f.leader(f.hm())
-        b = f.hm()
-        f.fresh()
-        if not old_leader_sends:
-            f.store.connected = False  # a's start and its intent never leave
-            a.lease.depose()
-        f.crash(1, "g1")
-        self.assertEqual(len(a.starts()), int(old_leader_sends))
-        f.store.connected = True
-        if old_leader_sends:
-            self.assertIn((START, f"{APP}:v1:1"), f.store.live())
-        f.kill(a)
-        f.advance(3, step=1)
-        f.leader(b)
-        return f, b
-
     def test_start_recorded_with_ttl_droplet_lost(self):
         """Each start sent is recorded: epoch and time, for droplet_lost."""
-        f, _ = self.crash_then_failover()
+        f, _ = crash_then_failover(self)
         intent = StartIntent.from_bytes(f.store.live()[(START, f"{APP}:v1:1")])
         self.assertEqual((intent.epoch, intent.sent_at), (1, T0 + 31))
         self.assertEqual(f.store.entries[(START, f"{APP}:v1:1")][1], T0 + 31 + 30)
 
     def test_new_leader_does_not_repeat_a_live_intent(self):
         """The old leader's replacement comes up: the new leader sends nothing."""
-        f, b = self.crash_then_failover()
+        f, b = crash_then_failover(self)
         f.advance(5, step=1, beat=(0,))
         f.advance(60, step=5, beat=(0, (1, "g1-replacement")))
         self.assertEqual(b.starts(), [])
@@ -321,25 +325,51 @@ class StartIntentTests(SynchronousTestCase):
 
     def test_still_missing_after_the_intent_expires_started_once(self):
         """Nothing came up: once the intent has expired the missing check starts it, once."""
-        f, b = self.crash_then_failover()
+        f, b = crash_then_failover(self)
         f.advance(b.intervals.droplet_lost + 25, step=5, beat=(0,))
         self.assertEqual([s["indices"] for s in b.starts()], [[1]])
 
     def test_crash_without_an_intent_started_at_promotion(self):
         """The old leader died before its start left: the new leader starts the index at
         its first analysis, not droplet_lost later (no stopgap grace on a standby)."""
-        f, b = self.crash_then_failover(old_leader_sends=False)
+        f, b = crash_then_failover(self, old_leader_sends=False)
         b.analyze()
         b.nudger.drain()
         self.assertEqual([s["indices"] for s in b.starts()], [[1]])
 
     def test_an_exit_after_the_start_spends_the_intent(self):
         """The instance the old start made is evacuated: the new leader restarts it at once."""
-        f, b = self.crash_then_failover()
+        f, b = crash_then_failover(self)
         for rig in f.hms:
             rig.exited("g1-new", 1, reason="DEA_EVACUATION")
         f.clock.advance(0)
         self.assertEqual([s["indices"] for s in b.starts()], [[1]])
+
+
+class OperatorViewTests(SynchronousTestCase):
+    """What /v1/apps says while a new leader loads, and of a start another leader sent."""
+
+    def view(self, rig):
+        return StateView(rig.config, rig.scheduler, rig.registry, rig.metrics, rig.desired,
+                         rig.freshness, rig.handover, rig.bus, rig.nudger, rig.now(),
+                         durable=rig.journal)
+
+    def test_loading_leader_says_so(self):
+        """A leader whose journal is not loaded yet says it is loading, not "standby"."""
+        f = Foundation()
+        rig = f.hm()
+        f.store.connected = False
+        rig.lease.promote()
+        self.assertEqual(self.view(rig).global_reason(),
+                         "new leader: loading what earlier leaders recorded")
+
+    def test_index_started_by_the_previous_leader(self):
+        """An index the old leader started is explained by its intent."""
+        f, b = crash_then_failover(self)
+        [slot] = [s for s in self.view(b).app_detail(APP)["versions"]["v1"]
+                  if s["index"] == 1]
+        self.assertEqual(slot["reason"], "start sent 3 s ago by the leader of epoch 1, "
+                                         "waiting for its heartbeat")
 
 
 class AdoptCrashRecordTests(SynchronousTestCase):
