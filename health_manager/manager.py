@@ -184,6 +184,9 @@ class Manager(MultiService):
         if self.journal is not None:
             # What the leader decided reaches Redis before it lets go of the lease.
             await self.journal.flush()
+            if self.journal.pending:
+                self.log.warn("HA: stopping with {count} crash records and start intents "
+                              "not written to Redis", count=self.journal.pending)
         if self.lease is not None:
             # First, so a standby takes over within about one retry period.
             await self.lease.stop()

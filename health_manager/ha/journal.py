@@ -141,7 +141,13 @@ class Journal:
 
     @property
     def intents(self):
+        """How many start intents of earlier leaders are held."""
         return len(self._intents)
+
+    @property
+    def pending(self):
+        """How many records and intents wait to be written."""
+        return len(self._dirty)
 
     def flush(self):
         """Send every pending write now; fires once every write in flight has ended."""

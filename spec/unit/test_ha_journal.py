@@ -5,6 +5,8 @@ Each test runs one or two HMs (PolicyRig with `ha_store`) on one clock and one s
 HM "dies" by no longer being driven, and a "restarted" HM is a new rig with empty memory.
 """
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import task
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -401,3 +403,48 @@ class AdoptCrashRecordTests(SynchronousTestCase):
         slot = self.slot(0, None, RUNNING)
         self.assertTrue(slot.adopt_crash_record(3, 1000, 500, 1))
         self.assertEqual((slot.crash_count, slot.state), (3, RUNNING))
+
+
+# Crash streams: (index, seconds until the next event) pairs over a 4-instance app.
+crash_streams = st.lists(st.tuples(st.integers(0, 3), st.floats(0, 300)), min_size=1,
+                         max_size=25)
+
+
+class HandoverPropertyTests(SynchronousTestCase):
+    @settings(max_examples=100, deadline=None, database=None)
+    @given(crash_streams, st.booleans())
+    def test_a_new_leader_remembers_what_the_old_one_knew(self, stream, standby_heard):
+        """Whatever the crashes, a leader that takes over from a dead one (a warm standby
+        or a fresh HM) holds the same crash count, flapping state, give-up and pending
+        restart due time for every slot the old leader had a record for."""
+        f = Foundation(instances=4)
+        a = f.leader(f.hm())
+        b = f.hm() if standby_heard else None
+        f.advance(a.intervals.droplet_lost + 1, beat=(0, 1, 2, 3))
+        for n, (index, gap) in enumerate(stream):
+            f.crash(index, f"g{index}-{n}")
+            f.advance(gap, step=20, beat=())  # analysis passes, and their write-backs
+        f.kill(a)
+        b = f.leader(b if b is not None else f.hm())
+        intervals = a.intervals
+        now = f.clock.seconds()
+        for index in range(4):
+            old = a.registry.get(APP).find_instance("v1", index)
+            if old is None or not old.crash_count:
+                continue
+            if old.last_crash_timestamp <= now - intervals.flapping_timeout and not (
+                    old.crash_count > intervals.giveup_crash_number):
+                continue  # the record has expired, as the old leader's count would reset
+            new = b.registry.get(APP).find_instance("v1", index)
+            self.assertEqual((new.crash_count, new.last_crash_timestamp),
+                             (old.crash_count, old.last_crash_timestamp), index)
+            if old.state in (CRASHED, FLAPPING):
+                self.assertEqual(new.state, old.state, index)
+            old_due = (old.pending_restart.when()
+                       if old.pending_restart is not None and old.pending_restart.active()
+                       else None)
+            new_due = (new.pending_restart.when()
+                       if new.pending_restart is not None and new.pending_restart.active()
+                       else None)
+            if old_due is not None:
+                self.assertEqual(new_due, old_due, index)
