@@ -182,7 +182,7 @@ class RedisJournalStoreTests(RedisCase):
         metrics = Metrics()
         journal = Journal(store, Scheduler(reactor), _HeldLease(1), self.config.intervals,
                           metrics, retry_period=0.5)
-        await journal.load(1)
+        journal.begin(1, [])
         await deferLater(reactor, 0.3)  # a's lease expires; "b" wins epoch 2
         self.assertEqual(await newer.acquire("b", 3000), (True, 2, "b"))
         self.assertTrue(await store.write(2, [("crash", "app:v1:0", "newer", 5000)]))

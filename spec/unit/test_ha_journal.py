@@ -294,6 +294,31 @@ class CrashRecordTests(SynchronousTestCase):
         f.advance(3 * a.intervals.flapping_timeout, step=20)
         self.assertTrue(f.record().given_up)
 
+    def test_restore_is_sliced_and_acting_waits_for_the_last_slice(self):
+        """2,500 records are merged 1,000 per reactor turn; the leader acts only after the
+        last slice, and no write leaves before then."""
+        f = Foundation()
+        for index in range(2500):
+            record = CrashRecord(f"app-{index}", "v1", 0, 2, T0, True, False, None)
+            f.store.entries[(CRASH, record.key)] = (record.to_bytes(), T0 + 100)
+        rig = f.hm()
+        slices = []
+        restore = rig.harmonizer.restore_crash_records
+
+        def recording_restore(records):
+            slices.append(len(records))
+            return restore(records)
+
+        rig.harmonizer.restore_crash_records = recording_restore
+        rig.lease.promote()
+        self.assertEqual(slices, [1000])  # the first at once, the others on later turns
+        self.assertFalse(rig.nudger.is_acting())
+        f.clock.advance(0)
+        self.assertEqual(slices, [1000, 1000, 500])
+        self.assertTrue(rig.nudger.is_acting())
+        self.assertEqual(len(rig.registry), 2500)  # the rig's own app-1 among them
+        self.assertEqual(f.store.writes, [])
+
     def test_unreadable_entries_skipped_and_counted(self):
         """An entry that is not a record (another writer, a bad version) is skipped with a
         count; the others load."""
