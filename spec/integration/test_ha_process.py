@@ -32,16 +32,23 @@ class HaCluster:
         self.hms = []
         self.count = count
 
-    async def start(self):
+    def start_redis(self):
         self.redis.start()
+
+    def redis_config(self):
+        """The keys of the `ha` section that say where Redis is."""
+        return {"redis": self.redis.url}
+
+    async def start(self):
+        self.start_redis()
         await self.foundation.start()
         self.foundation.place(APP, 4)
         for _ in range(self.count):
             config = self.foundation.config_mapping()
             config["status"]["port"] = free_port()
-            config["ha"] = {"redis": self.redis.url, "lease_duration": LEASE,
-                            "renew_deadline": DEADLINE, "retry_period": RETRY,
-                            "key_prefix": "ha-test"}
+            config["ha"] = dict(self.redis_config(), lease_duration=LEASE,
+                                renew_deadline=DEADLINE, retry_period=RETRY,
+                                key_prefix="ha-test")
             child = TwistdProcess(self.test, write_config(self.test, **config))
             child.status_port = config["status"]["port"]
             self.hms.append(child)
