@@ -78,23 +78,30 @@ class SentinelDiscovery:
     def master_address(self):
         """Fires with (host, port) from the first connected sentinel that names a master
         which is up; fails with NoMasterFound once all of them have answered otherwise."""
-        asked = [(address, factory) for address, factory
+        asked = [(address, factory.handler) for address, factory
                  in zip(self._addresses, self._factories, strict=True) if factory.size > 0]
         if not asked:
             return defer.fail(NoMasterFound("no sentinel connected"))
-        return _FirstMaster(self.master_name, asked).result
+        return first_master(self.master_name, asked)
+
+
+def first_master(master_name, sentinels):
+    """SENTINEL MASTERS to each of `sentinels`, [((host, port), handler), ...]: fires with
+    the first (host, port) of `master_name` flagged master and neither down, or fails with
+    NoMasterFound saying what each sentinel answered."""
+    return _FirstMaster(master_name, sentinels).result
 
 
 class _FirstMaster:
-    """One round of SENTINEL MASTERS to several sentinels: the first usable answer wins."""
+    """One round of first_master()."""
 
-    def __init__(self, master_name, asked):
+    def __init__(self, master_name, sentinels):
         self.result: defer.Deferred = defer.Deferred()
         self._name = master_name
-        self._pending = len(asked)
+        self._pending = len(sentinels)
         self._problems = []
-        for address, factory in asked:
-            d = factory.handler.sentinel_masters()
+        for address, handler in sentinels:
+            d = handler.sentinel_masters()
             d.addCallbacks(self._answered, self._failed, callbackArgs=(address,),
                            errbackArgs=(address,))
             d.addBoth(self._one_done)
