@@ -3,8 +3,9 @@
 Owns the connections to the sentinels (`SentinelDiscovery`), the endpoint that asks them
 for the master's address before each connection attempt (`SentinelMasterEndpoint`), and
 the factory whose connections drop a server that is not a master (`MasterFactory`): after
-a failover a stale sentinel, or the demoted master itself, must not keep the HM on a
-replica, where every lease write would fail with READONLY.
+a failover a stale sentinel must not send the HM to a replica, where every lease write
+would fail with READONLY. (A live connection to a master that Sentinel demotes is closed
+by Sentinel itself, CLIENT KILL TYPE normal, so it reconnects through here.)
 
 txredisapi's own Sentinel class is not used: it waits up to 10 s on the global reactor for
 an answer, reconnects to a sentinel after up to 10 s, and a wrong password leaves its
@@ -26,7 +27,7 @@ class NoMasterFound(Exception):
     """No connected sentinel named a master that is up."""
 
 
-def sentinels_text(addresses):
+def _sentinels_text(addresses):
     """`host:port,host:port` for logs."""
     return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in addresses)
 
@@ -59,12 +60,7 @@ class SentinelDiscovery:
     @property
     def address(self):
         """`sentinel host:port,... master NAME`: safe to log."""
-        return f"sentinel {sentinels_text(self._addresses)} master {self.master_name}"
-
-    @property
-    def connected(self):
-        """How many sentinels are connected."""
-        return sum(1 for factory in self._factories if factory.size > 0)
+        return f"sentinel {_sentinels_text(self._addresses)} master {self.master_name}"
 
     def start(self):
         for (host, port), factory in zip(self._addresses, self._factories, strict=True):
@@ -107,7 +103,7 @@ class _FirstMaster:
             d.addBoth(self._one_done)
 
     def _answered(self, masters, address):
-        where = sentinels_text([address])
+        where = _sentinels_text([address])
         state = masters.get(self._name)
         if state is None:
             self._problems.append(f"{where} does not monitor {self._name}")
@@ -118,7 +114,7 @@ class _FirstMaster:
             self.result.callback((_text(state["ip"]), int(state["port"])))
 
     def _failed(self, failure, address):
-        self._problems.append(f"{sentinels_text([address])}: {failure.getErrorMessage()}")
+        self._problems.append(f"{_sentinels_text([address])}: {failure.getErrorMessage()}")
 
     def _one_done(self, _):
         self._pending -= 1
@@ -178,7 +174,8 @@ class MasterOnlyProtocol(txredisapi.RedisProtocol):
             if self.password is not None:
                 yield self.auth(self.password, self.username)
             role = yield self.role()
-        except Exception:  # a refused AUTH: the base class's AUTH below reports it
+        except Exception:
+            # AUTH refused: the base class's AUTH below reports it and stops reconnecting.
             role = None
         if role is not None and _text(role[0]) != "master":
             peer = self.transport.getPeer()

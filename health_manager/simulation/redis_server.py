@@ -47,18 +47,7 @@ class RedisServer(ServerProcess):
         return args
 
     def ready(self):
-        return self._answers_ping()
-
-    def _answers_ping(self):
-        try:
-            with socket.create_connection((self.host, self.port), timeout=0.5) as s:
-                if self.password:
-                    s.sendall(f"AUTH {self.password}\r\n".encode())
-                    s.recv(64)
-                s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
+        return _answers_ping(self.host, self.port, self.password)
 
     def info(self, section):
         """`INFO section` as {field: text}."""
@@ -126,12 +115,7 @@ class SentinelServer(ServerProcess):
             f.write("\n".join(lines) + "\n")
 
     def ready(self):
-        try:
-            with socket.create_connection((self.host, self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
+        return _answers_ping(self.host, self.port, None)
 
     def info(self, section):
         return _info(self.host, self.port, None, section)
@@ -152,10 +136,17 @@ def _info(host, port, password, section):
                 and not line.startswith("#"))
 
 
-def _execute(host, port, password, *args):
+def _answers_ping(host, port, password):
+    try:
+        return _execute(host, port, password, "PING", timeout=0.5) == "PONG"
+    except (OSError, RuntimeError):
+        return False
+
+
+def _execute(host, port, password, *args, timeout=2.0):
     """One command on a fresh connection (after AUTH when a password is given); its reply
     as str, int, None or a list of them. An error reply raises RuntimeError."""
-    with socket.create_connection((host, port), timeout=2) as s:
+    with socket.create_connection((host, port), timeout=timeout) as s:
         replies = s.makefile("rb")
         if password:
             s.sendall(_encode("AUTH", password))

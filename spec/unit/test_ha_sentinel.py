@@ -91,7 +91,6 @@ class DiscoveryTests(SynchronousTestCase):
     def test_no_sentinel_connected(self):
         """Before any sentinel is connected the question fails at once."""
         discovery = SentinelDiscovery(MemoryReactorClock(), [A, B], "hm", 0.5, 0.5)
-        self.assertEqual(discovery.connected, 0)
         self.failureResultOf(discovery.master_address(), NoMasterFound)
 
     def test_connection_address_and_contract(self):
