@@ -93,6 +93,7 @@ class SentinelConnectionTests(TestCase):
         self.assertEqual(await conn.call("set", "hm-sentinel", "before"), "OK")
         await wait_until(lambda: redis.replica.execute("GET", "hm-sentinel") == "before",
                          what="replicated")
+        await wait_until(redis.settled, timeout=10, what="the sentinel knows the replica")
         killed_at = time.monotonic()
         redis.master.kill()
         await wait_until(lambda: not conn.connected, timeout=2, what="connection lost")
