@@ -36,7 +36,11 @@ class RedisServer(ServerProcess):
     def command(self):
         args = [find_redis_server(), "--port", str(self.port), "--bind", self.host,
                 "--save", "", "--appendonly", "no", "--daemonize", "no",
-                "--loglevel", "warning", "--logfile", ""]
+                "--loglevel", "warning", "--logfile", "",
+                # A replica is fed straight from memory, without an RDB file in the
+                # working directory on either side, and without the default 5 s wait.
+                "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
+                "--repl-diskless-load", "swapdb"]
         if self.password:
             args += ["--requirepass", self.password]
         if self.replicaof is not None:
