@@ -22,7 +22,7 @@ class DurableCluster(HaCluster):
     def record(self, index):
         """The crash record Redis holds for APP's index, or None."""
         version = self.foundation.cc.apps[APP].version
-        value = self.redis.call("GET", f"{PREFIX}:crash:{APP}:{version}:{index}")
+        value = self.redis.execute("GET", f"{PREFIX}:crash:{APP}:{version}:{index}")
         return None if value is None else orjson.loads(value)
 
     async def crash_when_live(self, index, timeout=15):
@@ -116,7 +116,7 @@ class DurableStateTests(TestCase):
         await wait_until(lambda: (cluster.record(1) or {}).get("crash_count") == 2,
                          what="record written")
         epoch = (await cluster.varz(leader))["ha_epoch"]
-        cluster.redis.call("FLUSHALL")
+        cluster.redis.execute("FLUSHALL")
         await wait_until(lambda: cluster.record(1) is not None, timeout=10,
                          what="the record written back")
         self.assertEqual(cluster.record(1)["crash_count"], 2)
@@ -135,7 +135,7 @@ class DurableStateTests(TestCase):
         proxy = DelayProxy("127.0.0.1", cluster.redis.port, 0.5).start()
         self.addCleanup(proxy.stop)
         cluster.ha["redis"] = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{proxy.listen_port}/0"
-        cluster.redis.start = lambda: None  # started above, behind the proxy
+        cluster.start_redis = lambda: None  # started above, behind the proxy
         await cluster.start()
         leader = await cluster.one_leader(timeout=15)
         await wait_until(lambda: "acting as epoch" in leader.output(), timeout=10,

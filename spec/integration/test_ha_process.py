@@ -33,11 +33,18 @@ class HaCluster:
         self.hms = []
         self.count = count
         self.intervals = intervals
-        self.ha = {"redis": None, "lease_duration": LEASE, "renew_deadline": DEADLINE,
+        self.ha = {"lease_duration": LEASE, "renew_deadline": DEADLINE,
                    "retry_period": RETRY, "key_prefix": "ha-test", **(ha or {})}
 
-    async def start(self):
+    def start_redis(self):
         self.redis.start()
+
+    def redis_config(self):
+        """The keys of the `ha` section that say where Redis is."""
+        return {"redis": self.redis.url}
+
+    async def start(self):
+        self.start_redis()
         await self.foundation.start()
         self.foundation.place(APP, 4)
         await self.spawn(self.count)
@@ -52,7 +59,7 @@ class HaCluster:
         for _ in range(count):
             config = self.foundation.config_mapping(self.intervals)
             config["status"]["port"] = free_port()
-            config["ha"] = dict(self.ha, redis=self.ha["redis"] or self.redis.url)
+            config["ha"] = {**self.redis_config(), **self.ha}
             child = TwistdProcess(self.test, write_config(self.test, **config))
             child.status_port = config["status"]["port"]
             children.append(child)

@@ -170,7 +170,7 @@ class RedisJournalStoreTests(RedisCase):
                          ['{"n": 0}', '{"n": 1}', '{"n": 2}'])
         self.assertEqual(await journal.load("start"), [])
         self.assertEqual(await other.load("crash"), [])
-        self.assertTrue(4000 < self.server.call("PTTL", "hm-test:crash:app:v1:0") <= 5000)
+        self.assertTrue(4000 < self.server.execute("PTTL", "hm-test:crash:app:v1:0") <= 5000)
 
     async def test_deposed_leaders_journal_write_refused_and_counted(self):
         """A leader at epoch 1 that has not noticed epoch 2 records a crash: Redis refuses
@@ -190,4 +190,4 @@ class RedisJournalStoreTests(RedisCase):
         await deferLater(reactor, 0.1)
         await journal.flush()
         self.assertEqual((metrics.ha_fenced_writes_refused, metrics.ha_records_written), (1, 0))
-        self.assertEqual(self.server.call("GET", "hm-test:crash:app:v1:0"), "newer")
+        self.assertEqual(self.server.execute("GET", "hm-test:crash:app:v1:0"), "newer")
