@@ -22,6 +22,8 @@ from health_manager.config import build_config
 from health_manager.constants import FLAPPING, RUNNING, STARTED, STARTING
 from health_manager.desired_state import DesiredState
 from health_manager.freshness import ActualFreshness
+from health_manager.ha.handover import Handover
+from health_manager.ha.journal import Journal
 from health_manager.harmonizer import Harmonizer
 from health_manager.interfaces import BusMessage
 from health_manager.metrics import Metrics
@@ -31,12 +33,18 @@ from health_manager.scheduler import Scheduler
 from health_manager.simulation.foundation import Foundation, Scenario, demo_config
 from health_manager.testing.bus import InMemoryBus
 from health_manager.testing.http import InMemoryBulkClient
+from health_manager.testing.journal import FakeLease, InMemoryJournalStore
 
 START = 1_000_000.0
 # Heartbeats, exits and app updates are what a NATS cluster may deliver twice or late.
 CHAOTIC_SUBJECTS = frozenset({"dea.heartbeat", "droplet.exited", "droplet.updated"})
 MAX_MESSAGE_DELAY = 2.0
 MIN_ACTIVE_DEAS = 2
+# HA runs: seconds from the leader's death until the standby holds the lease, drawn below
+# the demo config's droplet_lost (3 s), as a lease shorter than droplet_lost makes it in a
+# real foundation: so the old leader's start intents are still live at the promotion.
+FAILOVER_DELAYS = (0.5, 2.5)
+HA_RETRY = 1.0
 
 
 class ChaosBus(InMemoryBus):
@@ -129,7 +137,9 @@ class FakeTimeHealthManager:
     """The health manager's policy components, wired as the Manager wires them, on a fake
     clock, an in-memory bus and an in-memory bulk API client."""
 
-    def __init__(self, clock, shared_bus, cc, rng, bulk_latency):
+    def __init__(self, clock, shared_bus, cc, rng, bulk_latency, journal_store=None):
+        """With `journal_store` (HA): a lease (`self.lease`, promoted by the run) and a
+        journal in that store, behind a Handover, as the Manager wires them with `ha`."""
         config, _ = build_config(demo_config("nats://127.0.0.1:4222", "http://cc"),
                                  environ={})
         self.config = config
@@ -138,8 +148,17 @@ class FakeTimeHealthManager:
         self.scheduler = Scheduler(clock)
         self.metrics = Metrics()
         self.registry = DropletRegistry()
+        leadership = journal = self.lease = None
+        if journal_store is not None:
+            self.lease = FakeLease(journal_store)
+            journal = Journal(journal_store, self.scheduler, self.lease, intervals,
+                              self.metrics, HA_RETRY)
+            leadership = Handover(self.lease, journal,
+                                  lambda records: self.harmonizer.restore_crash_records(
+                                      records), self.scheduler, HA_RETRY)
         self.nudger = Nudger(self.scheduler, self.bus, self.metrics,
-                             intervals.queue_batch_size, intervals.request_queue)
+                             intervals.queue_batch_size, intervals.request_queue,
+                             leadership=leadership, durable=journal)
         self.freshness = ActualFreshness(self.scheduler, intervals.droplet_lost)
         self.http = InMemoryBulkClient(cc, clock, latency=bulk_latency)
         self.desired_state = DesiredState(
@@ -151,7 +170,7 @@ class FakeTimeHealthManager:
                 app_id, self.scheduler.now()))
         self.harmonizer = Harmonizer(config, self.scheduler, self.registry, self.nudger,
                                      self.desired_state, self.freshness, self.metrics,
-                                     noise=rng.uniform)
+                                     noise=rng.uniform, durable=journal)
         self.actual_state = ActualState(config, self.bus, self.registry, self.harmonizer,
                                         self.freshness, self.metrics, self.scheduler)
 
@@ -186,13 +205,16 @@ class FoundationSpec:
     message_chaos: bool = True  # heartbeats, exits, updates delivered twice or late
     hm_restart: bool = True  # the health manager loses its memory once, mid-chaos
     hm_delay: float = 2.0  # seconds of heartbeats before the health manager starts
+    # Two HMs on one journal: the restart is then the leader's death, the standby leading
+    # FAILOVER_DELAYS later with what it heard and what the journal kept, and a new standby.
+    ha: bool = False
 
     def describe(self):
         return (f"seed={self.seed} apps={self.apps} instances={self.instances} "
                 f"deas={self.deas} crashy={self.crashy} flapping={self.flapping} "
                 f"missing={self.missing} chaos={self.chaos}s "
                 f"fault_interval={self.fault_interval}s message_chaos={self.message_chaos} "
-                f"hm_restart={self.hm_restart} hm_delay={self.hm_delay}")
+                f"hm_restart={self.hm_restart} hm_delay={self.hm_delay} ha={self.ha}")
 
 
 FAULTS = ("crash", "crash", "crash", "kill", "kill", "duplicate", "duplicate", "scale",
@@ -262,7 +284,9 @@ class ConvergenceRun:
         self.bus.subscribe("health.stop", self._check_stop)
         self.foundation = Foundation(self.clock, self.bus, self.scenario, self.rng,
                                      on_decision=self._decided)
-        self.hm = None
+        self.hm = None  # the one that acts (HA: the leader, or the standby about to lead)
+        self.standby = None
+        self.journal_store = InMemoryJournalStore(self.clock) if spec.ha else None
         self.hm_generation = 0
         self.versions = 1
         self.silent_deaths = {}  # (app, index) -> when an instance of it vanished silently
@@ -322,16 +346,34 @@ class ConvergenceRun:
         clock.advance(max(0.0, end - clock.seconds()))
 
     def _start_hm(self):
+        self.hm = self._new_hm()
+        if self.spec.ha:
+            self._promote(self.hm)
+            self.standby = self._new_hm()
+
+    def _new_hm(self):
         self.hm_generation += 1
-        self.hm = FakeTimeHealthManager(self.clock, self.bus, self.foundation.cc, self.rng,
-                                        bulk_latency=lambda: self.rng.uniform(0, 1.5))
-        self.hm.start()
-        self._note(None, f"health manager #{self.hm_generation} started")
+        hm = FakeTimeHealthManager(self.clock, self.bus, self.foundation.cc, self.rng,
+                                   bulk_latency=lambda: self.rng.uniform(0, 1.5),
+                                   journal_store=self.journal_store)
+        hm.generation = self.hm_generation
+        hm.start()
+        self._note(None, f"health manager #{hm.generation} started")
+        return hm
+
+    def _promote(self, hm):
+        hm.lease.promote()
+        self._note(None, f"health manager #{hm.generation} leads")
 
     def _restart_hm(self):
         self.hm.kill()
-        self._note(None, f"health manager #{self.hm_generation} killed")
-        self._start_hm()
+        self._note(None, f"health manager #{self.hm.generation} killed")
+        if not self.spec.ha:
+            self._start_hm()
+            return
+        self.hm, self.standby = self.standby, None
+        self.clock.callLater(self.rng.uniform(*FAILOVER_DELAYS), self._promote, self.hm)
+        self.standby = self._new_hm()
 
     # --- chaos -----------------------------------------------------------------------------
 

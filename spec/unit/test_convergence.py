@@ -4,7 +4,9 @@ Each example is a whole foundation in fake time (spec/convergence.py): a fake CC
 PROTOCOL.md §3.1/§3.2 exactly, simulated DEAs, and the health manager, through chaos mixed
 at random (crashes, crash loops, silent kills, duplicates, DEA evacuation, shutdown and
 death, scale-ups and scale-downs, new versions, messages delivered twice or late,
-heartbeat entries in any order, heartbeats before the first bulk pass, and an HM restart).
+heartbeat entries in any order, heartbeats before the first bulk pass, and an HM restart;
+in half of them two HMs share a journal (issue 11) and the restart is the leader's death,
+the standby leading 0.5-2.5 s later on what it heard and what the journal kept).
 
 The rules checked for every foundation:
 - After the chaos, within `heal_bound()` seconds (about 1 minute of foundation time with
@@ -50,7 +52,8 @@ def foundations():
         fault_interval=st.sampled_from([0.25, 0.5, 1.0, 2.0]),
         message_chaos=st.booleans(),
         hm_restart=st.booleans(),
-        hm_delay=st.sampled_from([0.0, 1.0, 3.0]))
+        hm_delay=st.sampled_from([0.0, 1.0, 3.0]),
+        ha=st.booleans())
 
 
 def changes_by_app(run):
