@@ -75,14 +75,11 @@ def epoch_key(key_prefix):
     return f"{key_prefix}:epoch"
 
 
-@implementer(ILeaseStore)
-class RedisLeaseStore:
-    """The lease of `key_prefix` on a RedisConnection; starting and stopping the store
-    starts and stops that connection."""
+class _OnConnection:
+    """A store over the shared RedisConnection: where it is and whether it is up."""
 
-    def __init__(self, connection, key_prefix):
+    def __init__(self, connection):
         self._connection = connection
-        self._keys = [leader_key(key_prefix), epoch_key(key_prefix)]
 
     @property
     def address(self):
@@ -91,6 +88,16 @@ class RedisLeaseStore:
     @property
     def connected(self):
         return self._connection.connected
+
+
+@implementer(ILeaseStore)
+class RedisLeaseStore(_OnConnection):
+    """The lease of `key_prefix` on a RedisConnection; starting and stopping the store
+    starts and stops that connection."""
+
+    def __init__(self, connection, key_prefix):
+        super().__init__(connection)
+        self._keys = [leader_key(key_prefix), epoch_key(key_prefix)]
 
     def start(self):
         self._connection.start()
@@ -120,24 +127,16 @@ def _glob_escaped(text):
 
 
 @implementer(IJournalStore)
-class RedisJournalStore:
+class RedisJournalStore(_OnConnection):
     """The journal's entries as `{key_prefix}:{kind}:{key}` strings with a TTL each."""
 
     # Keys per SCAN step and per MGET: a few hundred KB per reply at most.
     SCAN_COUNT = 1000
 
     def __init__(self, connection, key_prefix):
-        self._connection = connection
+        super().__init__(connection)
         self._prefix = key_prefix
         self._epoch_key = epoch_key(key_prefix)
-
-    @property
-    def address(self):
-        return self._connection.address
-
-    @property
-    def connected(self):
-        return self._connection.connected
 
     def write(self, epoch, entries):
         keys = [self._epoch_key]
