@@ -16,10 +16,13 @@ publisher playing the fleet's normal traffic; this process publishes CRASHED
 - `latency idle|load [RUNS]`: crash -> start p99 with persistence on (lease + journal)
   against off (lease only), interleaved, RUNS each (bench.latency's run: 300 crashes at
   30/s), Redis flushed before each run.
-- `burst [CRASHES [SECONDS]]`: CRASHES crashes (distinct slots) spread over SECONDS. Then
-  every write must be done (crash keys in Redis == crashes, `ha_record_write_failures` 0),
-  and the HM's longest reactor stall (its 1 ms StallMonitor, reset as the burst begins)
-  says whether the journal ever blocked it.
+- `burst [RUNS [CRASHES [SECONDS]]]`: CRASHES crashes (distinct slots) spread over
+  SECONDS, in ticks of 10. With the journal every write must be done (crash keys in Redis
+  == crashes, `ha_record_write_failures` 0); the HM's longest reactor stall (its 1 ms
+  StallMonitor, reset as the burst begins) says whether anything blocked it, against the
+  same burst with persistence off (lease only), interleaved, RUNS each. Then, with the
+  journal, the first analysis pass since promotion (20 s after the HM started) writes
+  back every crash history it still acts on: its Redis calls and the stall while it runs.
 """
 
 import asyncio
@@ -128,15 +131,16 @@ def redis_cost(before, after, crashes):
 class _Rig:
     """nats-server, redis-server, the HM child with its journal, the idle publisher."""
 
-    def __init__(self, fleet, probes):
-        self.fleet, self.probes = fleet, probes
+    def __init__(self, fleet, probes, durable="journal"):
+        self.fleet, self.probes, self.durable = fleet, probes, durable
+        self.crashed = set()
 
     async def __aenter__(self):
         self.redis = RedisServer(die_with_parent=True).start()
         self.nats = NatsServer(die_with_parent=True).start()
         self.probe = RedisProbe(self.redis)
         self.hm = spawn_child("bench.hm_process", self.nats.url, self.fleet, self.probes,
-                              self.redis.url, "journal")
+                              self.redis.url, self.durable)
         self.publisher = None
         self.client = await nats.connect(self.nats.url, name="bench-durable")
         await _wait_ready(self.client)
@@ -147,6 +151,7 @@ class _Rig:
         return self
 
     async def crash(self, number):
+        self.crashed.add(number)
         await self.client.publish("droplet.exited", latency.crash(number, int(time.time())))
 
     async def report(self):
@@ -202,6 +207,8 @@ async def _writes(spaced, burst, fleet):
                 "ha_records_written": written,
                 "ha_records_written_per_crash": written / len(numbers),
                 "ha_record_write_failures": after_report["ha_record_write_failures"],
+                # A pass in the window would add its write-back (see burst).
+                "analysis_passes": after_report["analysis_passes"] - report["analysis_passes"],
             }
         return result
 
@@ -210,8 +217,9 @@ def writes(spaced=100, burst=1_000, fleet=FLEET):
     return asyncio.run(_writes(spaced, burst, fleet))
 
 
-async def _burst(crashes, seconds, fleet):
-    async with _Rig(fleet, crashes) as rig:
+async def _burst(crashes, seconds, fleet, durable, with_write_back):
+    async with _Rig(fleet, crashes, durable) as rig:
+        passes = (await rig.report())["analysis_passes"]
         stats = rig.probe.commandstats()
         await _control(rig.client, "stalls")  # the HM's stall monitor starts now
         started = time.perf_counter()
@@ -224,10 +232,13 @@ async def _burst(crashes, seconds, fleet):
                 await rig.crash(number)
         await rig.client.flush()
         sent_in = time.perf_counter() - started
-        keys, waited = await _wait_for_keys(rig.probe, "crash", crashes, 30.0)
+        keys, waited = await _wait_for_keys(rig.probe, "crash", crashes,
+                                            30.0 if durable == "journal" else 0.0)
         await asyncio.sleep(0.5)  # the intents of the starts sent meanwhile land too
         report, after = await rig.report(), rig.probe.commandstats()
         intents = rig.probe.count("start")
+        write_back = (await _write_back(rig, report) if durable == "journal" and with_write_back
+                      else None)
         return {
             "crashes": crashes, "seconds": seconds, "published_in_s": sent_in,
             "all_written_after_last_crash_s": waited,
@@ -237,14 +248,81 @@ async def _burst(crashes, seconds, fleet):
             "ha_fenced_writes_refused": report["ha_fenced_writes_refused"],
             "starts_sent": report["starts_sent"],
             "hm_longest_stall": report["longest_stall"],
+            "hm_longest_stall_cpu": report["longest_stall_cpu"],
+            "hm_longest_stall_at_s": report["longest_stall_at"],
             "slow_consumer_drops": report["slow_consumer_drops"],
             "redis": redis_cost(stats, after, crashes),
-            "lost": crashes - keys,
+            # Persistence off writes nothing: no key to count.
+            "lost": crashes - keys if durable == "journal" else None,
+            "analysis_passes_in_burst": report["analysis_passes"] - passes,
+            "write_back": write_back,
         }
 
 
-def burst(crashes=10_000, seconds=10.0, fleet=FLEET):
-    return asyncio.run(_burst(crashes, seconds, fleet))
+async def _write_back(rig, before):
+    """The first analysis pass since promotion writes back every crash history the HM
+    still acts on (journal.py): wait for it (analysis runs every 20 s) and measure it."""
+    if before["analysis_passes"] > 0:
+        return None  # it ran before the burst: the next one is flapping_timeout / 2 away
+    stats = rig.probe.commandstats()
+    await _control(rig.client, "stalls")
+    deadline = time.perf_counter() + 25.0
+    report = before
+    while report["analysis_passes"] == 0 and time.perf_counter() < deadline:
+        await asyncio.sleep(0.2)
+        report = await rig.report()
+    written = report["ha_records_written"]
+    while time.perf_counter() < deadline:  # until its writes have all landed
+        await asyncio.sleep(0.3)
+        report = await rig.report()
+        if report["ha_records_written"] == written:
+            break
+        written = report["ha_records_written"]
+    after = rig.probe.commandstats()
+    return {
+        "analysis_passes": report["analysis_passes"] - before["analysis_passes"],
+        "ha_records_written": report["ha_records_written"] - before["ha_records_written"],
+        "starts_sent": report["starts_sent"] - before["starts_sent"],  # their intents too
+        "ha_record_write_failures": report["ha_record_write_failures"],
+        "hm_longest_stall": report["longest_stall"],
+        "hm_longest_stall_cpu": report["longest_stall_cpu"],
+        "redis": redis_cost(stats, after, len(rig.crashed)),
+    }
+
+
+def burst(runs=3, crashes=10_000, seconds=10.0, fleet=FLEET, with_write_back=True):
+    """The burst with persistence off and on, interleaved, `runs` each."""
+    rows = {"off": [], "on": []}
+    for _ in range(runs):
+        for name, durable in (("off", "lease"), ("on", "journal")):
+            rows[name].append(asyncio.run(_burst(crashes, seconds, fleet, durable,
+                                                 with_write_back)))
+    result = {name: {
+        "runs": measured, "crashes": crashes, "seconds": seconds,
+        "hm_longest_stall": median([m["hm_longest_stall"] for m in measured]),
+        "hm_longest_stall_max": max(m["hm_longest_stall"] for m in measured),
+        "slow_consumer_drops": sum(m["slow_consumer_drops"] for m in measured),
+    } for name, measured in rows.items()}
+    on = rows["on"]
+    result["on"].update({
+        "crash_keys_min": min(m["crash_keys"] for m in on),
+        "lost_max": max(m["lost"] for m in on),
+        "ha_record_write_failures": max(m["ha_record_write_failures"] for m in on),
+        "all_written_after_last_crash_s": max(m["all_written_after_last_crash_s"]
+                                              for m in on),
+        "lua_calls_per_crash": median([m["redis"]["lua_calls_per_crash"] for m in on]),
+    })
+    backs = [m["write_back"] for m in on if m["write_back"]]
+    if backs:
+        result["on"]["write_back"] = {
+            "observed": len(backs),
+            "crash_records": median([b["ha_records_written"] - b["starts_sent"]
+                                     for b in backs]),
+            "lua_calls": median([b["redis"]["lua_calls"] for b in backs]),
+            "hm_longest_stall_max": max(b["hm_longest_stall"] for b in backs),
+            "ha_record_write_failures": max(b["ha_record_write_failures"] for b in backs),
+        }
+    return result
 
 
 def crash_latency(load, runs, crashes=300):
@@ -277,7 +355,7 @@ def smoke():
     return {
         "writes": writes(10, 200, fleet=2_000),
         "latency": crash_latency(False, 1, crashes=30),
-        "burst": burst(1_000, 1.0, fleet=2_000),
+        "burst": burst(1, 1_000, 1.0, fleet=2_000, with_write_back=False),
     }
 
 
@@ -290,8 +368,8 @@ def run(part, *args):
             raise SystemExit("durable latency idle|load [RUNS]")
         return crash_latency(load == "load", int(runs[0]) if runs else 3)
     if part == "burst":
-        crashes, seconds = (list(args) + [10_000, 10.0][len(args):])[:2]
-        return burst(int(crashes), float(seconds))
+        runs, crashes, seconds = (list(args) + [3, 10_000, 10.0][len(args):])[:3]
+        return burst(int(runs), int(crashes), float(seconds))
     if part == "smoke":
         return smoke()
     raise SystemExit("durable writes|latency|burst|smoke")

@@ -41,7 +41,8 @@ class HmProcess:
         self._reactor = reactor
         self.bus = NatsBus(reactor, url, name="bench-hm")
         config = bench_config(url)
-        scheduler, metrics = Scheduler(reactor), Metrics()
+        metrics = Metrics()
+        scheduler = Scheduler(reactor, on_run=metrics.observe_run)  # as the Manager's
         self.lease = self.leadership = journal = None
         if redis_url:
             self.lease, journal, self.leadership = _ha(
@@ -102,7 +103,10 @@ class HmProcess:
                 "starts_sent": metrics.health_start_messages_sent,
                 "droplets": len(self.core.registry),
                 "longest_stall": self.stalls.longest,
+                "longest_stall_cpu": self.stalls.longest_cpu,
+                "longest_stall_at": self.stalls.longest_at,
                 "rss": rss_bytes(),
+                "analysis_passes": metrics.analysis_passes.count,
                 # The journal's /varz counters (0 without it).
                 "ha_records_written": metrics.ha_records_written,
                 "ha_fenced_writes_refused": metrics.ha_fenced_writes_refused,
