@@ -256,21 +256,28 @@ def build_config(raw: Mapping[str, Any], environ: Mapping[str, str],
 
 @attrs.frozen
 class HaConfig:
-    """The `ha` section: where the lease lives and how long it lasts (seconds)."""
+    """The `ha` section: where the lease lives and how long it lasts (seconds).
 
-    redis_host: str
-    redis_port: int
+    With `sentinels`, the master is whichever server the sentinels name for `master_name`,
+    so there is no fixed host and port; `ha.redis`, if given, then supplies only the
+    password, database and TLS."""
+
+    redis_host: str | None
+    redis_port: int | None
     redis_db: int
     redis_password: str | None = attrs.field(repr=False)
     redis_tls: bool
-    redis_uri: str  # with the password redacted, for logs
+    redis_uri: str | None  # with the password redacted, for logs; None without ha.redis
     lease_duration: float = 15
     renew_deadline: float = 10
     retry_period: float = 2
     key_prefix: str = "health_manager"
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master_name: str | None = None
 
 
-_HA_KEYS = ("redis", "lease_duration", "renew_deadline", "retry_period", "key_prefix")
+_HA_KEYS = ("redis", "lease_duration", "renew_deadline", "retry_period", "key_prefix",
+            "sentinels", "master_name")
 
 
 def parse_ha(raw: dict[str, Any], warnings: list[str]) -> HaConfig | None:
@@ -282,8 +289,8 @@ def parse_ha(raw: dict[str, Any], warnings: list[str]) -> HaConfig | None:
         warnings.append("config key 'ha' ignored in black-box test mode (one HM, no Redis)")
         return None
     _warn_unknown(section, "ha", set(_HA_KEYS), warnings)
-    uri = _required_str(section, "redis", "ha.redis")
-    periods = {}
+    sentinels = _sentinels(section)
+    periods: dict[str, float] = {}
     for key in ("lease_duration", "renew_deadline", "retry_period"):
         value = section.get(key, attrs.fields_dict(HaConfig)[key].default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -299,10 +306,64 @@ def parse_ha(raw: dict[str, Any], warnings: list[str]) -> HaConfig | None:
     prefix = section.get("key_prefix", "health_manager")
     if not isinstance(prefix, str) or not prefix.strip():
         raise ConfigError("ha.key_prefix", f"must be a non-empty string, got {prefix!r}")
-    host, port, db, password, tls = _redis_uri(uri)
-    return HaConfig(redis_host=host, redis_port=port, redis_db=db, redis_password=password,
-                    redis_tls=tls, redis_uri=redact_uri(uri), key_prefix=prefix.strip(),
-                    **periods)
+    prefix = prefix.strip()
+    if not sentinels:
+        if section.get("master_name") is not None:
+            raise ConfigError("ha.master_name", "is only used with ha.sentinels, which is "
+                                                "not set")
+        if section.get("redis") is None:
+            raise ConfigError("ha.redis", "is required (or ha.sentinels with ha.master_name)")
+        uri = _required_str(section, "redis", "ha.redis")
+        host, port, db, password, tls = _redis_uri(uri)
+        return HaConfig(redis_host=host, redis_port=port, redis_db=db,
+                        redis_password=password, redis_tls=tls, redis_uri=redact_uri(uri),
+                        key_prefix=prefix, lease_duration=periods["lease_duration"],
+                        renew_deadline=periods["renew_deadline"],
+                        retry_period=periods["retry_period"])
+    master_name = section.get("master_name")
+    if master_name is None:
+        raise ConfigError("ha.master_name", "is required with ha.sentinels")
+    master_name = _required_str(section, "master_name", "ha.master_name")
+    db, password, tls, shown = 0, None, False, None
+    if section.get("redis") is not None:
+        uri = _required_str(section, "redis", "ha.redis")
+        host, port, db, password, tls = _redis_uri(uri)
+        shown = redact_uri(uri)
+        warnings.append(f"config key 'ha.redis': its host:port {host}:{port} is not used "
+                        "with ha.sentinels (the sentinels name the master); only its "
+                        "password, database and TLS are")
+    return HaConfig(redis_host=None, redis_port=None, redis_db=db, redis_password=password,
+                    redis_tls=tls, redis_uri=shown, sentinels=sentinels,
+                    master_name=master_name, key_prefix=prefix,
+                    lease_duration=periods["lease_duration"],
+                    renew_deadline=periods["renew_deadline"],
+                    retry_period=periods["retry_period"])
+
+
+def _sentinels(section: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+    """`ha.sentinels` as ((host, port), ...); () when absent."""
+    value = section.get("sentinels")
+    if value is None:
+        return ()
+    usage = "must be a non-empty list of host:port strings"
+    if not isinstance(value, list) or not value:
+        raise ConfigError("ha.sentinels", f"{usage}, got {value!r}")
+    found: list[tuple[str, int]] = []
+    for entry in value:
+        if not isinstance(entry, str) or ":" not in entry:
+            raise ConfigError("ha.sentinels", f"{usage}, got the entry {entry!r}")
+        host, _, port_text = entry.strip().rpartition(":")
+        if host.startswith("[") and host.endswith("]"):  # [::1]:26379
+            host = host[1:-1]
+        if not host or any(c.isspace() or c in "/@[]" for c in host):
+            raise ConfigError("ha.sentinels", f"has an invalid host in {entry!r}")
+        if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+            raise ConfigError("ha.sentinels", f"has an invalid port in {entry!r}")
+        address = (host, int(port_text))
+        if address in found:
+            raise ConfigError("ha.sentinels", f"lists {entry!r} twice")
+        found.append(address)
+    return tuple(found)
 
 
 def _redis_uri(uri: str) -> tuple[str, int, int, str | None, bool]:

@@ -104,7 +104,8 @@ class Manager(MultiService):
         self.reporter = Reporter(self.bus, self.registry, self.scheduler, self.metrics, config)
         self.state_view = StateView(
             config, self.scheduler, self.registry, self.metrics, self.desired_state,
-            self.freshness, self.leadership, self.bus, self.nudger, self.scheduler.now())
+            self.freshness, self.leadership, self.bus, self.nudger, self.scheduler.now(),
+            durable=self.journal)
         self.status_server = StatusServer(
             config, self.metrics, self.component, self.state_view, reactor, reactor,
             log_counts=self.log_counts)
@@ -183,6 +184,9 @@ class Manager(MultiService):
         if self.journal is not None:
             # What the leader decided reaches Redis before it lets go of the lease.
             await self.journal.flush()
+            if self.journal.pending:
+                self.log.warn("HA: stopping with {count} crash records and start intents "
+                              "not written to Redis", count=self.journal.pending)
         if self.lease is not None:
             # First, so a standby takes over within about one retry period.
             await self.lease.stop()

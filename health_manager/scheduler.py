@@ -9,6 +9,9 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+# Pending one-shot calls kept before the first sweep of those already run or cancelled.
+PENDING_SWEEP = 1024
+
 
 class Receipt:
     """A cancellable handle on one delayed call."""
@@ -43,6 +46,7 @@ class Scheduler:
         self._on_run = on_run
         self._periodic = []  # [name, period, fn, DelayedCall | None, running Deferred | None]
         self._pending = set()  # one-shot DelayedCalls not yet run: cancelled by stop()
+        self._sweep_at = PENDING_SWEEP
         self._in_flight = set()
         self._idle_waiters = []
         self._running = False
@@ -70,9 +74,12 @@ class Scheduler:
         call = clock.callLater(delay, self._run_once, fn, name, holder)
         holder.append(call)
         self._pending.add(call)
-        # Forget cancelled calls now and then, so a long run does not pile them up.
-        if len(self._pending) > 1024:
+        # Forget run and cancelled calls now and then, so a long run does not pile them up:
+        # when the set has doubled since the last sweep, so that thousands of pending
+        # flapping restarts cost O(1) each, not a sweep per call.
+        if len(self._pending) > self._sweep_at:
             self._pending = {c for c in self._pending if c.active()}
+            self._sweep_at = max(PENDING_SWEEP, 2 * len(self._pending))
         return Receipt(call)
 
     def start(self):

@@ -1,5 +1,8 @@
 """RedisConnection: the one txredisapi connection an HA health manager keeps to Redis.
 
+That Redis is `ha.redis`, or with `ha.sentinels` whichever master the sentinels name
+(sentinel.py finds it again at each reconnection, so a failover is followed).
+
 The lease (redis.py) and the durable state (journal.py) share it. A call made while the
 connection is down fails at once with RedisUnavailable instead of waiting for a reconnect,
 so neither the lease's retry loop nor a write ever stalls behind an outage; a Redis that
@@ -19,8 +22,16 @@ class RedisUnavailable(LeaseUnavailable):
     """Redis could not be reached, or did not answer in time."""
 
 
+def redis_endpoint(reactor, host, port, timeout, tls):
+    """A TCP endpoint to host:port, wrapped in TLS (checked against `host`) when asked."""
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if tls:
+        endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+    return endpoint
+
+
 class RedisConnection:
-    """One lazily reconnecting connection to `ha.redis`."""
+    """One lazily reconnecting connection to `ha.redis`, or to the sentinels' master."""
 
     log = Logger()
 
@@ -30,16 +41,32 @@ class RedisConnection:
         # process has installed the reactor it runs on (asyncio).
         import txredisapi
 
-        self._reactor = reactor
+        from health_manager.ha import sentinel
+
         self._config = ha_config
-        self._factory = txredisapi.RedisFactory(
-            f"{ha_config.redis_host}:{ha_config.redis_port}", ha_config.redis_db, 1,
-            isLazy=True, password=ha_config.redis_password,
-            replyTimeout=reply_timeout or ha_config.retry_period, convertNumbers=True)
+        reply_timeout = reply_timeout or ha_config.retry_period
         # Reconnect about once per retry period, not after txredisapi's backoff of up to 10 s:
         # a Redis that is back must let someone lead again within about one retry period.
-        self._factory.initialDelay = reconnect_delay or ha_config.retry_period / 2
-        self._factory.maxDelay = reconnect_delay or ha_config.retry_period
+        reconnect_delay = reconnect_delay or ha_config.retry_period
+        self._discovery = None
+        factory_class = txredisapi.RedisFactory
+        if ha_config.sentinels:
+            self._discovery = sentinel.SentinelDiscovery(
+                reactor, ha_config.sentinels, ha_config.master_name, reply_timeout,
+                reconnect_delay, ha_config.redis_tls)
+            self._endpoint = sentinel.SentinelMasterEndpoint(
+                reactor, self._discovery, ha_config.retry_period, ha_config.redis_tls)
+            factory_class = sentinel.MasterFactory
+        else:
+            self._endpoint = redis_endpoint(
+                reactor, ha_config.redis_host, ha_config.redis_port, ha_config.retry_period,
+                ha_config.redis_tls)
+        self._factory = factory_class(
+            self.address, ha_config.redis_db, 1, isLazy=True,
+            password=ha_config.redis_password, replyTimeout=reply_timeout,
+            convertNumbers=True)
+        self._factory.initialDelay = reconnect_delay / 2
+        self._factory.maxDelay = reconnect_delay
         # Fires once, on the first connection or a refusal (a wrong password): the refusal
         # is logged here, and every call then fails with RedisUnavailable.
         self._factory.deferred.addCallbacks(lambda _: None, self._refused)
@@ -47,6 +74,9 @@ class RedisConnection:
 
     @property
     def address(self):
+        """Where Redis is, for logs: the URI or the sentinels and master name, no password."""
+        if self._discovery is not None:
+            return self._discovery.address
         return self._config.redis_uri
 
     @property
@@ -58,19 +88,19 @@ class RedisConnection:
         if self._started:
             return
         self._started = True
-        config = self._config
-        endpoint: IStreamClientEndpoint = HostnameEndpoint(
-            self._reactor, config.redis_host, config.redis_port, timeout=config.retry_period)
-        if config.redis_tls:
-            endpoint = wrapClientTLS(optionsForClientTLS(config.redis_host), endpoint)
-        self._factory.startConnecting(endpoint)
+        if self._discovery is not None:
+            self._discovery.start()
+        self._factory.startConnecting(self._endpoint)
 
     def stop(self):
-        """Close the connection; fires once it is closed."""
+        """Close the connection (and those to the sentinels); fires once they are closed."""
         if not self._started:
             return defer.succeed(None)
         self._started = False
-        return self._factory.disconnect()
+        closing = [self._factory.disconnect()]
+        if self._discovery is not None:
+            closing.append(self._discovery.stop())
+        return defer.gatherResults(closing, consumeErrors=True).addCallback(lambda _: None)
 
     def run(self, script, keys, args):
         """Run a Lua script; fires with its reply or fails with RedisUnavailable.

@@ -17,6 +17,9 @@ from zope.interface import implementer
 from health_manager.ha.lease import LEADER, LeaseUnavailable
 from health_manager.interfaces import ILeadership
 
+# Crash records parsed and merged per reactor turn at promotion (about 10 ms).
+RESTORE_SLICE = 1000
+
 
 @implementer(ILeadership)
 class Handover:
@@ -71,29 +74,46 @@ class Handover:
         if self._loading is not None:
             return
         epoch = self._lease.epoch
-        began = self._monotonic()
-        self._loading = defer.Deferred.fromCoroutine(self._journal.load(epoch))
-        self._loading.addCallbacks(self._loaded, self._load_failed,
-                                   callbackArgs=(epoch, began), errbackArgs=(epoch,))
+        self._loading = defer.Deferred.fromCoroutine(self._load_and_restore(epoch))
+        self._loading.addErrback(self._load_failed)
         self._loading.addBoth(self._load_ended)
 
     def _load_ended(self, _):
         self._loading = None
 
-    def _loaded(self, records, epoch, began):
-        lease = self._lease
-        if lease.role != LEADER or lease.epoch != epoch:
-            self._journal.deposed()
+    def _still_leading(self, epoch):
+        return self._lease.role == LEADER and self._lease.epoch == epoch
+
+    async def _load_and_restore(self, epoch):
+        began = self._monotonic()
+        values, intents = await self._journal.load()
+        restored = records = 0
+        # A slice of records per reactor turn: 10,000 crash-looping instances must not
+        # stall heartbeat ingest at the moment of failover.
+        for start in range(0, len(values), RESTORE_SLICE):
+            if start:
+                await self._next_turn()
+            if not self._still_leading(epoch):
+                return
+            batch = self._journal.parse_records(values[start:start + RESTORE_SLICE])
+            records += len(batch)
+            restored += self._restore(batch)
+        if not self._still_leading(epoch):
             return
-        restored = self._restore(records)
+        self._journal.begin(epoch, intents)
         self._loaded_epoch = epoch
         self.log.info("HA: loaded {records} crash records ({restored} newer than this HM "
                       "knew) and {intents} start intents of earlier leaders in {ms:.0f} ms; "
-                      "acting as epoch {epoch}", records=len(records), restored=restored,
+                      "acting as epoch {epoch}", records=records, restored=restored,
                       intents=self._journal.intents, epoch=epoch,
                       ms=(self._monotonic() - began) * 1000)
 
-    def _load_failed(self, failure, epoch):
+    def _next_turn(self):
+        d: defer.Deferred[None] = defer.Deferred()
+        self._scheduler.immediately(lambda: d.callback(None), "ha journal restore slice")
+        return d
+
+    def _load_failed(self, failure):
         if not failure.check(LeaseUnavailable):
             self.log.failure("HA: loading the crash records failed", failure)
         else:

@@ -111,11 +111,26 @@ class Journal:
 
     # -- promotion and demotion (ha/handover.py) -----------------------------------------
 
-    async def load(self, epoch):
-        """Read every stored record and intent for the leader of `epoch`; from then on it
-        records. Returns the CrashRecords; fails with LeaseUnavailable."""
-        records = self._parse(await self._store.load(CRASH), CrashRecord.from_bytes, CRASH)
-        intents = self._parse(await self._store.load(START), StartIntent.from_bytes, START)
+    async def load(self):
+        """Read every stored crash record and start intent: (the crash records' raw
+        values, for `parse_records`, and the StartIntents, for `begin`). Fails with
+        LeaseUnavailable."""
+        # Both kinds at once: over a slow link the load costs one round trip per SCAN step.
+        try:
+            crash_values, start_values = await defer.gatherResults(
+                [defer.ensureDeferred(self._store.load(kind)) for kind in (CRASH, START)],
+                consumeErrors=True)
+        except defer.FirstError as e:
+            e.subFailure.raiseException()
+        return crash_values, self._parse(start_values, StartIntent.from_bytes, START)
+
+    def parse_records(self, values):
+        """The CrashRecords among loaded values; unreadable ones are counted and logged."""
+        return self._parse(values, CrashRecord.from_bytes, CRASH)
+
+    def begin(self, epoch, intents):
+        """The loaded records are in the model: the leader of `epoch` records from now on,
+        and sends no start another leader's live intent covers."""
         now = self._scheduler.now()
         # Its own intents (an epoch this HM held before a blip) need no guard: its own
         # missing-check grace covers them.
@@ -123,7 +138,6 @@ class Journal:
                          if i.epoch != epoch and now - i.sent_at < self._droplet_lost}
         self._epoch = epoch
         self._next_write_back = now  # the next analysis pass puts back what Redis lacks
-        return records
 
     def deposed(self):
         """No longer the leader: record nothing more. Writes already decided still leave
@@ -134,7 +148,13 @@ class Journal:
 
     @property
     def intents(self):
+        """How many start intents of earlier leaders are held."""
         return len(self._intents)
+
+    @property
+    def pending(self):
+        """How many records and intents wait to be written."""
+        return len(self._dirty)
 
     def flush(self):
         """Send every pending write now; fires once every write in flight has ended."""

@@ -3,14 +3,15 @@
 Owns the operator's questions: is this health manager able to work (/healthz), what the
 foundation looks like (the summary), what each app and instance is doing, and, when the
 health manager is not acting on an instance, why not (the `reason`). It reads the registry,
-the desired and actual freshness, the leadership, the bus and the Nudger; it never changes
-any of them.
+the desired and actual freshness, the leadership, the bus, the Nudger and the HA journal;
+it never changes any of them.
 """
 
 import time
 from typing import TYPE_CHECKING, Any
 
 from health_manager.constants import CRASHED, DOWN, FLAPPING, RUNNING, STAGED, STARTED, STARTING
+from health_manager.durable import NothingDurable
 from health_manager.metrics import START_REASONS, HealthFacts
 from health_manager.model.droplet import Droplet
 from health_manager.model.instance import AppInstance
@@ -18,7 +19,7 @@ from health_manager.model.instance import AppInstance
 if TYPE_CHECKING:
     from health_manager.config import Config
     from health_manager.freshness import ActualFreshness
-    from health_manager.interfaces import IDesiredState, ILeadership, IMessageBus
+    from health_manager.interfaces import IDesiredState, IDurableState, ILeadership, IMessageBus
     from health_manager.metrics import Metrics
     from health_manager.model.registry import DropletRegistry
     from health_manager.nudger import Nudger
@@ -40,7 +41,10 @@ class StateView:
     def __init__(self, config: "Config", scheduler: "Scheduler", registry: "DropletRegistry",
                  metrics: "Metrics", desired_state: "IDesiredState",
                  freshness: "ActualFreshness", leadership: "ILeadership", bus: "IMessageBus",
-                 nudger: "Nudger", started_at: float) -> None:
+                 nudger: "Nudger", started_at: float,
+                 durable: "IDurableState | None" = None) -> None:
+        """`durable` (HA): the journal, whose start intents explain an index another
+        leader has just started."""
         self._intervals = config.intervals
         self._scheduler = scheduler
         self._registry = registry
@@ -51,6 +55,7 @@ class StateView:
         self._bus = bus
         self._nudger = nudger
         self._started_at = started_at
+        self._durable = durable if durable is not None else NothingDurable()
 
     def now(self) -> float:
         return self._scheduler.now()
@@ -139,6 +144,8 @@ class StateView:
     def global_reason(self) -> str | None:
         """Why this HM acts on no app at all right now, or None when it may act."""
         if not self._leadership.is_acting():
+            if self._leadership.role == "leader":
+                return "new leader: loading what earlier leaders recorded"
             leader = self._leadership.leader_id
             return "standby: the leader acts" + (f" ({leader})" if leader else "")
         if not self._desired.is_fresh():
@@ -315,6 +322,10 @@ class StateView:
         lost = self._intervals.droplet_lost
         if sent is not None and now - sent <= lost:
             return f"start sent {now - sent:.0f} s ago, waiting for its heartbeat"
+        intent = self._durable.previous_start(droplet.id, droplet.live_version, index, now)
+        if intent is not None:
+            return (f"start sent {now - intent.sent_at:.0f} s ago by the leader of epoch "
+                    f"{intent.epoch}, waiting for its heartbeat")
         if not self._freshness.is_fresh():
             left = self._freshness.seconds_left()
             if left is None:

@@ -115,6 +115,22 @@ class RenderingTests(TestCase):
             "redis": "redis://127.0.0.1:6379/0", "lease_duration": 15,
             "renew_deadline": 10, "retry_period": 2, "key_prefix": "health_manager"})
 
+    def test_ha_sentinels(self):
+        """health_manager.ha.sentinels and .master_name render beside (or instead of)
+        ha.redis, which then gives only the password."""
+        config = self.rendered(fragment("ha", **{"health_manager.ha": {
+            "redis": "redis://:redis-secret@127.0.0.1:6379/0", "master_name": "hm-master",
+            "sentinels": ["10.0.0.11:26379", "10.0.0.12:26379"]}}))
+        self.assertEqual(
+            {key: config["ha"][key] for key in ("redis", "sentinels", "master_name")},
+            {"redis": "redis://:redis-secret@127.0.0.1:6379/0", "master_name": "hm-master",
+             "sentinels": ["10.0.0.11:26379", "10.0.0.12:26379"]})
+        built, warnings = build_config(config, {})
+        self.assertEqual((built.ha.sentinels, built.ha.master_name, built.ha.redis_password),
+                         ((("10.0.0.11", 26379), ("10.0.0.12", 26379)), "hm-master",
+                          "redis-secret"))
+        self.assertTrue(any("ha.redis" in w and "not used" in w for w in warnings), warnings)
+
     def test_missing_required_property_fails_naming_it(self):
         """Without cc.srv_api_uri the render fails, naming the property."""
         data = fragment("defaults")

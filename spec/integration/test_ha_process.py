@@ -24,33 +24,49 @@ APP = "app-ha"
 class HaCluster:
     """A live foundation, a Redis and `count` HM children sharing it."""
 
-    def __init__(self, test, count=3):
+    def __init__(self, test, count=3, intervals=None, ha=None):
+        """`intervals` and `ha` update the HMs' FAST_INTERVALS and `ha` section."""
         self.test = test
         self.foundation = LiveFoundation(test)
         self.redis = RedisServer(password=REDIS_PASSWORD)
         test.addCleanup(self.redis.stop)
         self.hms = []
         self.count = count
+        self.intervals = intervals
+        self.ha = {"lease_duration": LEASE, "renew_deadline": DEADLINE,
+                   "retry_period": RETRY, "key_prefix": "ha-test", **(ha or {})}
+
+    def start_redis(self):
+        self.redis.start()
+
+    def redis_config(self):
+        """The keys of the `ha` section that say where Redis is."""
+        return {"redis": self.redis.url}
 
     async def start(self):
-        self.redis.start()
+        self.start_redis()
         await self.foundation.start()
         self.foundation.place(APP, 4)
-        for _ in range(self.count):
-            config = self.foundation.config_mapping()
-            config["status"]["port"] = free_port()
-            config["ha"] = {"redis": self.redis.url, "lease_duration": LEASE,
-                            "renew_deadline": DEADLINE, "retry_period": RETRY,
-                            "key_prefix": "ha-test"}
-            child = TwistdProcess(self.test, write_config(self.test, **config))
-            child.status_port = config["status"]["port"]
-            self.hms.append(child)
-        await wait_until(lambda: all("bulk update done" in hm.output() for hm in self.hms),
-                         timeout=30, what="every HM has the desired state")
+        await self.spawn(self.count)
         await wait_until(lambda: self.foundation.running_indices(APP) == [0, 1, 2, 3],
                          what="app running")
         await sleep(2.5)  # droplet_lost: every HM trusts its actual state
         return self
+
+    async def spawn(self, count):
+        """Start `count` more HM children; fires once each has the desired state."""
+        children = []
+        for _ in range(count):
+            config = self.foundation.config_mapping(self.intervals)
+            config["status"]["port"] = free_port()
+            config["ha"] = {**self.redis_config(), **self.ha}
+            child = TwistdProcess(self.test, write_config(self.test, **config))
+            child.status_port = config["status"]["port"]
+            children.append(child)
+        self.hms += children
+        await wait_until(lambda: all("bulk update done" in hm.output() for hm in children),
+                         timeout=30, what="every HM has the desired state")
+        return children
 
     def alive(self):
         return [hm for hm in self.hms if hm.process.poll() is None]

@@ -1,4 +1,5 @@
-"""RedisLeaseStore against a real redis-server: the Lua scripts, outages, pauses, restarts."""
+"""RedisLeaseStore and RedisJournalStore against a real redis-server: the Lua scripts,
+outages, pauses, restarts, the epoch fence."""
 
 import time
 
@@ -10,27 +11,39 @@ from zope.interface.verify import verifyObject
 
 from health_manager.config import build_config
 from health_manager.ha.connection import RedisConnection
-from health_manager.ha.lease import ILeaseStore, LeaseUnavailable
-from health_manager.ha.redis import RedisLeaseStore
+from health_manager.ha.journal import IJournalStore, Journal
+from health_manager.ha.lease import LEADER, ILeaseStore, LeaseUnavailable
+from health_manager.ha.redis import RedisJournalStore, RedisLeaseStore
+from health_manager.metrics import Metrics
+from health_manager.model.durable import CrashRecord
+from health_manager.scheduler import Scheduler
 from health_manager.simulation.redis_server import RedisServer
 
 PASSWORD = "r3dis-pa55"
 
 
-class RedisLeaseStoreTests(unittest.TestCase):
+class RedisCase(unittest.TestCase):
+    """A real redis-server per test, and stores on it."""
+
     def setUp(self):
         self.server = RedisServer(password=PASSWORD)
         self.addCleanup(self.server.stop)
         self.server.start()
 
-    def make_store(self, url=None, prefix="hm-test"):
+    def make_store(self, url=None, prefix="hm-test", journal=False):
+        """A lease store on its own connection; with `journal`, (lease store, journal
+        store) sharing it."""
         config, _ = build_config({
             "mbus": "nats://127.0.0.1:4222", "bulk_api": {"host": "127.0.0.1"},
             "ha": {"redis": url or self.server.url, "lease_duration": 3, "renew_deadline": 2,
                    "retry_period": 0.5, "key_prefix": prefix}}, {})
-        store = RedisLeaseStore(RedisConnection(reactor, config.ha), config.ha.key_prefix)
+        self.config = config
+        connection = RedisConnection(reactor, config.ha)
+        store = RedisLeaseStore(connection, config.ha.key_prefix)
         store.start()
         self.addCleanup(store.stop)
+        if journal:
+            return store, RedisJournalStore(connection, config.ha.key_prefix)
         return store
 
     async def until(self, predicate, timeout=5.0):
@@ -40,6 +53,8 @@ class RedisLeaseStoreTests(unittest.TestCase):
                 self.fail(f"condition not met within {timeout} s")
             await deferLater(reactor, 0.02)
 
+
+class RedisLeaseStoreTests(RedisCase):
     async def test_scripts_acquire_renew_release(self):
         """One holder at a time; epochs count acquisitions; renew and release compare ids."""
         a, b = self.make_store(), self.make_store()
@@ -125,3 +140,54 @@ class RedisLeaseStoreTests(unittest.TestCase):
         refused = [e for e in events if "refused the connection" in e.get("log_format", "")]
         self.assertEqual(len(refused), 1)
         self.assertNotIn("wrong", formatEvent(refused[0]).replace("WRONGPASS", ""))
+
+
+class _HeldLease:
+    """A lease its holder believes it holds at `epoch`, whatever Redis says."""
+
+    role = LEADER
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+
+class RedisJournalStoreTests(RedisCase):
+    """The journal's fenced writes and loads against the real scripts."""
+
+    async def test_writes_are_fenced_by_the_stored_epoch(self):
+        """A write lands only with the stored epoch, each entry with its TTL; load reads
+        every live entry of a kind back, and nothing of another prefix."""
+        lease, journal = self.make_store(journal=True)
+        verifyObject(IJournalStore, journal)
+        _, other = self.make_store(prefix="hm-other", journal=True)
+        await self.until(lambda: journal.connected and other.connected)
+        self.assertEqual((await lease.acquire("a", 3000))[1], 1)
+        entries = [("crash", f"app:v1:{i}", f'{{"n": {i}}}', 5000) for i in range(3)]
+        self.assertTrue(await journal.write(1, entries))
+        self.assertFalse(await journal.write(2, [("crash", "app:v1:0", "{}", 5000)]))
+        self.assertFalse(await other.write(1, [("crash", "x", "{}", 5000)]))  # no lease
+        self.assertEqual(sorted(await journal.load("crash")),
+                         ['{"n": 0}', '{"n": 1}', '{"n": 2}'])
+        self.assertEqual(await journal.load("start"), [])
+        self.assertEqual(await other.load("crash"), [])
+        self.assertTrue(4000 < self.server.execute("PTTL", "hm-test:crash:app:v1:0") <= 5000)
+
+    async def test_deposed_leaders_journal_write_refused_and_counted(self):
+        """A leader at epoch 1 that has not noticed epoch 2 records a crash: Redis refuses
+        it, the journal counts it, and the newer leader's record stays."""
+        lease, store = self.make_store(journal=True)
+        newer, _ = self.make_store(journal=True)
+        await self.until(lambda: store.connected and newer.connected)
+        await lease.acquire("a", 200)
+        metrics = Metrics()
+        journal = Journal(store, Scheduler(reactor), _HeldLease(1), self.config.intervals,
+                          metrics, retry_period=0.5)
+        journal.begin(1, [])
+        await deferLater(reactor, 0.3)  # a's lease expires; "b" wins epoch 2
+        self.assertEqual(await newer.acquire("b", 3000), (True, 2, "b"))
+        self.assertTrue(await store.write(2, [("crash", "app:v1:0", "newer", 5000)]))
+        journal.record_crash(CrashRecord("app", "v1", 0, 3, 1.0, True, False, None))
+        await deferLater(reactor, 0.1)
+        await journal.flush()
+        self.assertEqual((metrics.ha_fenced_writes_refused, metrics.ha_records_written), (1, 0))
+        self.assertEqual(self.server.execute("GET", "hm-test:crash:app:v1:0"), "newer")

@@ -52,7 +52,7 @@ class PolicyRig:
             self.lease = FakeLease(ha_store)
             self.journal = Journal(ha_store, self.scheduler, self.lease, self.intervals,
                                    self.metrics, retry_period=RETRY)
-            leadership = Handover(self.lease, self.journal,
+            leadership = self.handover = Handover(self.lease, self.journal,
                                   lambda records: self.harmonizer.restore_crash_records(records),
                                   self.scheduler, RETRY)
             durable = self.journal

@@ -1,4 +1,5 @@
-"""The `ha` config section: lease periods, the Redis URI, and black-box mode ignoring it."""
+"""The `ha` config section: lease periods, the Redis URI or the sentinels, and black-box
+mode ignoring it."""
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -89,8 +90,9 @@ class HaConfigTests(SynchronousTestCase):
 
     def test_unknown_key_warned(self):
         """An unknown key inside `ha` is a warning, not an error."""
-        _, warnings = build({"redis": "redis://127.0.0.1", "sentinel": "x"})
-        self.assertEqual(warnings, ["unknown config key 'ha.sentinel' ignored"])
+        _, warnings = build({"redis": "redis://127.0.0.1", "sentinal": "x"})
+        self.assertEqual(warnings, ["unknown config key 'ha.sentinal' ignored (did you mean "
+                                    "'sentinels'?)"])
 
     def test_black_box_ignores_ha(self):
         """Black-box test mode ignores `ha` with exactly one warning."""
@@ -103,3 +105,86 @@ class HaConfigTests(SynchronousTestCase):
         """The redacted config (for /varz) has no Redis URI, so no Redis password."""
         config, _ = build({"redis": "redis://:pw@127.0.0.1", "retry_period": 1})
         self.assertEqual(redacted(config.raw)["ha"], {"retry_period": 1})
+
+
+SENTINELS = ["127.0.0.1:26379", "sentinel-2.local:26380", "[::1]:26381"]
+
+
+class SentinelConfigTests(SynchronousTestCase):
+    def test_sentinels_without_redis(self):
+        """Sentinels and a master name alone: no host:port, db 0, no password, no TLS."""
+        config, warnings = build({"sentinels": SENTINELS, "master_name": "hm"})
+        ha = config.ha
+        self.assertEqual(ha.sentinels, (("127.0.0.1", 26379), ("sentinel-2.local", 26380),
+                                        ("::1", 26381)))
+        self.assertEqual(ha.master_name, "hm")
+        self.assertEqual((ha.redis_host, ha.redis_port, ha.redis_db, ha.redis_password,
+                          ha.redis_tls, ha.redis_uri), (None, None, 0, None, False, None))
+        self.assertEqual(warnings, [])
+
+    def test_redis_gives_password_db_and_tls(self):
+        """With sentinels, ha.redis supplies password, db and TLS; a warning says that its
+        host:port is not used, and shows no password."""
+        config, warnings = build({"sentinels": SENTINELS[:1], "master_name": " hm ",
+                                  "redis": "rediss://:s3cret@10.0.0.9:6390/3"})
+        ha = config.ha
+        self.assertEqual((ha.redis_host, ha.redis_port, ha.redis_db, ha.redis_password,
+                          ha.redis_tls), (None, None, 3, "s3cret", True))
+        self.assertEqual(ha.master_name, "hm")
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("'ha.redis'", warnings[0])
+        self.assertIn("10.0.0.9:6390 is not used", warnings[0])
+        self.assertNotIn("s3cret", warnings[0] + repr(ha) + ha.redis_uri)
+
+    def test_master_name_required_with_sentinels(self):
+        """Sentinels without master_name fail on ha.master_name."""
+        with self.assertRaises(ConfigError) as caught:
+            build({"sentinels": SENTINELS, "redis": "redis://127.0.0.1"})
+        self.assertEqual(caught.exception.key, "ha.master_name")
+        self.assertIn("required", str(caught.exception))
+
+    def test_master_name_refused_without_sentinels(self):
+        """master_name without sentinels fails on ha.master_name."""
+        with self.assertRaises(ConfigError) as caught:
+            build({"redis": "redis://127.0.0.1", "master_name": "hm"})
+        self.assertEqual(caught.exception.key, "ha.master_name")
+        self.assertIn("ha.sentinels", str(caught.exception))
+
+    def test_bad_master_name(self):
+        """An empty or non-string master_name fails on ha.master_name."""
+        for name in ("", "  ", 7, ["hm"]):
+            with self.assertRaises(ConfigError, msg=repr(name)) as caught:
+                build({"sentinels": SENTINELS, "master_name": name})
+            self.assertEqual(caught.exception.key, "ha.master_name")
+
+    def test_bad_sentinels(self):
+        """Not a non-empty list of host:port strings, a bad host or port, or a duplicate:
+        each fails on ha.sentinels."""
+        for sentinels in ([], "127.0.0.1:26379", {"a": 1}, [26379], ["127.0.0.1"],
+                          [":26379"], ["127.0.0.1:"], ["127.0.0.1:0"], ["127.0.0.1:65536"],
+                          ["127.0.0.1:x"], ["redis://127.0.0.1:26379"], ["a b:26379"],
+                          ["127.0.0.1:26379", "127.0.0.1:26379"], [None]):
+            with self.assertRaises(ConfigError, msg=repr(sentinels)) as caught:
+                build({"sentinels": sentinels, "master_name": "hm"})
+            self.assertEqual(caught.exception.key, "ha.sentinels")
+
+    def test_bad_redis_uri_with_sentinels(self):
+        """ha.redis is still validated when sentinels are set."""
+        with self.assertRaises(ConfigError) as caught:
+            build({"sentinels": SENTINELS, "master_name": "hm", "redis": "redis://h/db0"})
+        self.assertEqual(caught.exception.key, "ha.redis")
+
+    def test_neither_redis_nor_sentinels(self):
+        """Without both, the error names ha.redis and mentions the sentinel option."""
+        with self.assertRaises(ConfigError) as caught:
+            build({"lease_duration": 15})
+        self.assertEqual(caught.exception.key, "ha.redis")
+        self.assertIn("ha.sentinels", str(caught.exception))
+
+    def test_varz_config_view_keeps_sentinels(self):
+        """The redacted config (for /varz) shows the sentinels and master name, not the
+        Redis URI that holds the password."""
+        config, _ = build({"sentinels": SENTINELS[:1], "master_name": "hm",
+                           "redis": "redis://:pw@127.0.0.1"})
+        self.assertEqual(redacted(config.raw)["ha"],
+                         {"sentinels": SENTINELS[:1], "master_name": "hm"})

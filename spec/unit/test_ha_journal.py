@@ -5,6 +5,8 @@ Each test runs one or two HMs (PolicyRig with `ha_store`) on one clock and one s
 HM "dies" by no longer being driven, and a "restarted" HM is a new rig with empty memory.
 """
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import task
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -16,6 +18,7 @@ from health_manager.interfaces import IDurableState, ILeadership
 from health_manager.model.durable import CrashRecord, StartIntent
 from health_manager.model.instance import AppInstance
 from health_manager.testing.journal import InMemoryJournalStore
+from health_manager.web.state_view import StateView
 from spec.unit.policy_rig import RETRY, PolicyRig
 from spec.unit.policy_rig import START as T0
 
@@ -79,6 +82,27 @@ class Foundation:
 
 def flapping_starts(rig):
     return [s for s in rig.starts() if s["flapping"]]
+
+
+def crash_then_failover(test, old_leader_sends=True):
+    """A leader sends a crash restart (or, without `old_leader_sends`, dies before it
+    leaves); 3 s later the standby leads. (foundation, new leader)"""
+    f = Foundation()
+    a = f.leader(f.hm())
+    b = f.hm()
+    f.fresh()
+    if not old_leader_sends:
+        f.store.connected = False  # a's start and its intent never leave
+        a.lease.depose()
+    f.crash(1, "g1")
+    test.assertEqual(len(a.starts()), int(old_leader_sends))
+    f.store.connected = True
+    if old_leader_sends:
+        test.assertIn((START, f"{APP}:v1:1"), f.store.live())
+    f.kill(a)
+    f.advance(3, step=1)
+    f.leader(b)
+    return f, b
 
 
 class CrashRecordTests(SynchronousTestCase):
@@ -270,6 +294,31 @@ class CrashRecordTests(SynchronousTestCase):
         f.advance(3 * a.intervals.flapping_timeout, step=20)
         self.assertTrue(f.record().given_up)
 
+    def test_restore_is_sliced_and_acting_waits_for_the_last_slice(self):
+        """2,500 records are merged 1,000 per reactor turn; the leader acts only after the
+        last slice, and no write leaves before then."""
+        f = Foundation()
+        for index in range(2500):
+            record = CrashRecord(f"app-{index}", "v1", 0, 2, T0, True, False, None)
+            f.store.entries[(CRASH, record.key)] = (record.to_bytes(), T0 + 100)
+        rig = f.hm()
+        slices = []
+        restore = rig.harmonizer.restore_crash_records
+
+        def recording_restore(records):
+            slices.append(len(records))
+            return restore(records)
+
+        rig.harmonizer.restore_crash_records = recording_restore
+        rig.lease.promote()
+        self.assertEqual(slices, [1000])  # the first at once, the others on later turns
+        self.assertFalse(rig.nudger.is_acting())
+        f.clock.advance(0)
+        self.assertEqual(slices, [1000, 1000, 500])
+        self.assertTrue(rig.nudger.is_acting())
+        self.assertEqual(len(rig.registry), 2500)  # the rig's own app-1 among them
+        self.assertEqual(f.store.writes, [])
+
     def test_unreadable_entries_skipped_and_counted(self):
         """An entry that is not a record (another writer, a bad version) is skipped with a
         count; the others load."""
@@ -286,34 +335,16 @@ class CrashRecordTests(SynchronousTestCase):
 class StartIntentTests(SynchronousTestCase):
     """A new leader does not repeat a start the old one sent (Kubernetes' expectations)."""
 
-    def crash_then_failover(self, old_leader_sends=True):
-        f = Foundation()
-        a = f.leader(f.hm())
-        b = f.hm()
-        f.fresh()
-        if not old_leader_sends:
-            f.store.connected = False  # a's start and its intent never leave
-            a.lease.depose()
-        f.crash(1, "g1")
-        self.assertEqual(len(a.starts()), int(old_leader_sends))
-        f.store.connected = True
-        if old_leader_sends:
-            self.assertIn((START, f"{APP}:v1:1"), f.store.live())
-        f.kill(a)
-        f.advance(3, step=1)
-        f.leader(b)
-        return f, b
-
     def test_start_recorded_with_ttl_droplet_lost(self):
         """Each start sent is recorded: epoch and time, for droplet_lost."""
-        f, _ = self.crash_then_failover()
+        f, _ = crash_then_failover(self)
         intent = StartIntent.from_bytes(f.store.live()[(START, f"{APP}:v1:1")])
         self.assertEqual((intent.epoch, intent.sent_at), (1, T0 + 31))
         self.assertEqual(f.store.entries[(START, f"{APP}:v1:1")][1], T0 + 31 + 30)
 
     def test_new_leader_does_not_repeat_a_live_intent(self):
         """The old leader's replacement comes up: the new leader sends nothing."""
-        f, b = self.crash_then_failover()
+        f, b = crash_then_failover(self)
         f.advance(5, step=1, beat=(0,))
         f.advance(60, step=5, beat=(0, (1, "g1-replacement")))
         self.assertEqual(b.starts(), [])
@@ -321,25 +352,51 @@ class StartIntentTests(SynchronousTestCase):
 
     def test_still_missing_after_the_intent_expires_started_once(self):
         """Nothing came up: once the intent has expired the missing check starts it, once."""
-        f, b = self.crash_then_failover()
+        f, b = crash_then_failover(self)
         f.advance(b.intervals.droplet_lost + 25, step=5, beat=(0,))
         self.assertEqual([s["indices"] for s in b.starts()], [[1]])
 
     def test_crash_without_an_intent_started_at_promotion(self):
         """The old leader died before its start left: the new leader starts the index at
         its first analysis, not droplet_lost later (no stopgap grace on a standby)."""
-        f, b = self.crash_then_failover(old_leader_sends=False)
+        f, b = crash_then_failover(self, old_leader_sends=False)
         b.analyze()
         b.nudger.drain()
         self.assertEqual([s["indices"] for s in b.starts()], [[1]])
 
     def test_an_exit_after_the_start_spends_the_intent(self):
         """The instance the old start made is evacuated: the new leader restarts it at once."""
-        f, b = self.crash_then_failover()
+        f, b = crash_then_failover(self)
         for rig in f.hms:
             rig.exited("g1-new", 1, reason="DEA_EVACUATION")
         f.clock.advance(0)
         self.assertEqual([s["indices"] for s in b.starts()], [[1]])
+
+
+class OperatorViewTests(SynchronousTestCase):
+    """What /v1/apps says while a new leader loads, and of a start another leader sent."""
+
+    def view(self, rig):
+        return StateView(rig.config, rig.scheduler, rig.registry, rig.metrics, rig.desired,
+                         rig.freshness, rig.handover, rig.bus, rig.nudger, rig.now(),
+                         durable=rig.journal)
+
+    def test_loading_leader_says_so(self):
+        """A leader whose journal is not loaded yet says it is loading, not "standby"."""
+        f = Foundation()
+        rig = f.hm()
+        f.store.connected = False
+        rig.lease.promote()
+        self.assertEqual(self.view(rig).global_reason(),
+                         "new leader: loading what earlier leaders recorded")
+
+    def test_index_started_by_the_previous_leader(self):
+        """An index the old leader started is explained by its intent."""
+        f, b = crash_then_failover(self)
+        [slot] = [s for s in self.view(b).app_detail(APP)["versions"]["v1"]
+                  if s["index"] == 1]
+        self.assertEqual(slot["reason"], "start sent 3 s ago by the leader of epoch 1, "
+                                         "waiting for its heartbeat")
 
 
 class AdoptCrashRecordTests(SynchronousTestCase):
@@ -371,3 +428,48 @@ class AdoptCrashRecordTests(SynchronousTestCase):
         slot = self.slot(0, None, RUNNING)
         self.assertTrue(slot.adopt_crash_record(3, 1000, 500, 1))
         self.assertEqual((slot.crash_count, slot.state), (3, RUNNING))
+
+
+# Crash streams: (index, seconds until the next event) pairs over a 4-instance app.
+crash_streams = st.lists(st.tuples(st.integers(0, 3), st.floats(0, 300)), min_size=1,
+                         max_size=25)
+
+
+class HandoverPropertyTests(SynchronousTestCase):
+    @settings(max_examples=100, deadline=None, database=None)
+    @given(crash_streams, st.booleans())
+    def test_a_new_leader_remembers_what_the_old_one_knew(self, stream, standby_heard):
+        """Whatever the crashes, a leader that takes over from a dead one (a warm standby
+        or a fresh HM) holds the same crash count, flapping state, give-up and pending
+        restart due time for every slot the old leader had a record for."""
+        f = Foundation(instances=4)
+        a = f.leader(f.hm())
+        b = f.hm() if standby_heard else None
+        f.advance(a.intervals.droplet_lost + 1, beat=(0, 1, 2, 3))
+        for n, (index, gap) in enumerate(stream):
+            f.crash(index, f"g{index}-{n}")
+            f.advance(gap, step=20, beat=())  # analysis passes, and their write-backs
+        f.kill(a)
+        b = f.leader(b if b is not None else f.hm())
+        intervals = a.intervals
+        now = f.clock.seconds()
+        for index in range(4):
+            old = a.registry.get(APP).find_instance("v1", index)
+            if old is None or not old.crash_count:
+                continue
+            if old.last_crash_timestamp <= now - intervals.flapping_timeout and not (
+                    old.crash_count > intervals.giveup_crash_number):
+                continue  # the record has expired, as the old leader's count would reset
+            new = b.registry.get(APP).find_instance("v1", index)
+            self.assertEqual((new.crash_count, new.last_crash_timestamp),
+                             (old.crash_count, old.last_crash_timestamp), index)
+            if old.state in (CRASHED, FLAPPING):
+                self.assertEqual(new.state, old.state, index)
+            old_due = (old.pending_restart.when()
+                       if old.pending_restart is not None and old.pending_restart.active()
+                       else None)
+            new_due = (new.pending_restart.when()
+                       if new.pending_restart is not None and new.pending_restart.active()
+                       else None)
+            if old_due is not None:
+                self.assertEqual(new_due, old_due, index)
