@@ -1,7 +1,9 @@
 """Measuring helpers shared by the benchmarks: clocks, reactor stalls, statistics, children.
 
 Every figure is wall time plus process CPU time; a "stall" is the longest time the reactor
-could not run a 1 ms timer, i.e. the longest stretch some callback blocked it.
+could not run a 1 ms timer, i.e. the longest stretch some callback blocked it. The CPU
+time the process used during that stretch tells the two causes apart on a shared machine:
+about the stall's length when its own work blocked it, near 0 when the OS ran someone else.
 """
 
 import json
@@ -27,34 +29,43 @@ def rss_bytes(pid=None):
 
 
 class StallMonitor:
-    """A 1 ms LoopingCall on `reactor` recording the longest gap between its ticks."""
+    """A 1 ms LoopingCall on `reactor` recording the longest gap between its ticks, and the
+    process CPU time spent during it (`longest_cpu`) and when it ended (`longest_at`,
+    seconds after start or reset)."""
 
     def __init__(self, reactor, tick=STALL_TICK):
         self._tick = tick
         self._loop = task.LoopingCall(self._beat)
         self._loop.clock = reactor
         self._last = None
+        self._last_cpu = None
         self.longest = 0.0
+        self.longest_cpu = 0.0
+        self.longest_at = 0.0
+        self._began = None
 
     def start(self):
-        self._last = time.perf_counter()
-        self.longest = 0.0
-        self._loop.start(self._tick, now=False)
+        self.reset()
+        if not self._loop.running:
+            self._loop.start(self._tick, now=False)
 
     def stop(self):
         if self._loop.running:
             self._loop.stop()
 
     def reset(self):
-        self._last = time.perf_counter()
-        self.longest = 0.0
+        self._last = self._began = time.perf_counter()
+        self._last_cpu = cpu_time()
+        self.longest = self.longest_cpu = self.longest_at = 0.0
 
     def _beat(self):
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), cpu_time()
         gap = now - self._last - self._tick
         if gap > self.longest:
             self.longest = gap
-        self._last = now
+            self.longest_cpu = cpu - self._last_cpu
+            self.longest_at = now - self._began
+        self._last, self._last_cpu = now, cpu
 
 
 def median(values):

@@ -6,8 +6,13 @@ measured on the CC process: CPU seconds, requests and bytes written per pass. Ev
 fetching at the normal cadence adds one such pass per `desired_state_update`.
 
 `python -m bench.ha leader [RUNS]`: the leader's ingest rate (100k tracked instances) and
-crash -> start p99 under load, an HA leader (its Nudger gated by a Redis lease) against a
-single HM, interleaved in the same run; Redis commands per second meanwhile.
+crash -> start p99 under load, an HA leader (its Nudger gated by a Redis lease, its journal
+writing crash records and start intents) against a single HM, interleaved in the same run;
+Redis commands per second meanwhile.
+
+`python -m bench.ha durable writes|latency|burst|smoke ...`: the durable state's costs
+(issue 11): Redis writes per crash, crash -> start p99 with persistence on against off,
+a burst of 10,000 crashes; see bench/durable.py.
 
 `python -m bench.ha failover [KILLS]`: `simulate --ha 3` with the leader SIGKILLed every
 few seconds; the failover times from its summary (SIGKILL -> another HM leads; SIGKILL ->
@@ -94,13 +99,17 @@ def failover(kills):
 
 def leader(runs):
     from bench import ingest, latency
+    from bench.durable import RedisProbe
     from health_manager.simulation.redis_server import RedisServer
 
     redis = RedisServer(die_with_parent=True).start()
+    probe = RedisProbe(redis)
     try:
         rows = {"single": [], "leader": []}
         for _ in range(runs):
             for name, url in (("single", None), ("leader", redis.url)):
+                # The journal of the previous run would make these crashes repeats.
+                probe.flushall()
                 commands, started = redis.commands_processed(), time.monotonic()
                 rate = ingest.measure(100_000, 3_000, url)
                 p99 = latency.measure(300, True, url)
@@ -114,6 +123,7 @@ def leader(runs):
                                             for key in measured[0]}}
                 for name, measured in rows.items()}
     finally:
+        probe.close()
         redis.stop()
 
 
@@ -125,3 +135,8 @@ if __name__ == "__main__":
         print(json.dumps(leader(int(args[0]) if args else 2), indent=1))
     elif what == "failover":
         print(json.dumps(failover(int(args[0]) if args else 4), indent=1))
+    elif what == "durable":
+        from bench import durable
+        print(json.dumps(durable.run(*args), indent=1))
+    else:
+        raise SystemExit("python -m bench.ha cc|leader|failover|durable ...")

@@ -1,14 +1,19 @@
 """The health manager side of the bus benchmarks, run as its own process.
 
-`python -m bench.hm_process NATS_URL INSTANCES [PROBES [REDIS_URL]]`: the HM core (NatsBus,
+`python -m bench.hm_process NATS_URL INSTANCES [PROBES [REDIS_URL [journal|lease]]]`: the HM
+core (NatsBus,
 ActualState, Harmonizer with its timers, Nudger) on the asyncio reactor, with the desired
 state of a fleet of INSTANCES (and of PROBES crash-probe apps) loaded, and the Manager's
 garbage-collection policy installed. Every 10 ms it publishes its progress on
 `bench.progress` (what the publisher paces itself by) and keeps (wall, CPU,
 instance-heartbeats) samples; it answers `bench.control` requests: `ping`, `report`
 (samples and drops), `gc_sweep` (one full collection of the GC policy: the garbage it
-kept), `exit`. With REDIS_URL it is an HA leader: its Nudger asks a Redis lease (as the
-Manager wires it with `ha`), and it answers `ping` only once it holds the lease.
+kept), `exit`. With REDIS_URL it is an HA leader built as the Manager builds one with
+`ha`: a Redis lease, the Journal that writes crash records and start intents through to
+Redis and the Handover that loads them before it acts; it answers `ping` only once it
+acts. `lease` leaves the journal out (persistence off: the lease gates the Nudger and
+nothing is written), for the benchmarks that compare the two. `report` then also gives
+the journal's /varz counters.
 """
 
 import sys
@@ -25,16 +30,30 @@ PROGRESS_TICK = 0.01
 
 
 class HmProcess:
-    def __init__(self, reactor, url, instances, probes, redis_url=None):
+    def __init__(self, reactor, url, instances, probes, redis_url=None, durable="journal"):
         from health_manager.bus import NatsBus
         from health_manager.gc_policy import GcPolicy
+        from health_manager.metrics import Metrics
+        from health_manager.scheduler import Scheduler
 
         self.gc_policy = GcPolicy()
         self.gc_policy.install()  # as the Manager does at start
         self._reactor = reactor
         self.bus = NatsBus(reactor, url, name="bench-hm")
-        self.lease = _lease(reactor, url, redis_url) if redis_url else None
-        self.core = Core(bench_config(url), reactor, self.bus, leadership=self.lease)
+        config = bench_config(url)
+        metrics = Metrics()
+        scheduler = Scheduler(reactor, on_run=metrics.observe_run)  # as the Manager's
+        self.lease = self.leadership = journal = None
+        if redis_url:
+            self.lease, journal, self.leadership = _ha(
+                reactor, url, redis_url, scheduler, metrics, config.intervals,
+                lambda records: self.core.harmonizer.restore_crash_records(records))
+            if durable == "lease":
+                journal, self.leadership = None, self.lease
+            elif durable != "journal":
+                raise SystemExit(f"journal or lease, not {durable!r}")
+        self.core = Core(config, reactor, self.bus, leadership=self.leadership,
+                         durable=journal, scheduler=scheduler, metrics=metrics)
         self.core.load_desired(Fleet(instances), probes)
         self.samples = []
         self.stalls = StallMonitor(reactor)
@@ -66,8 +85,9 @@ class HmProcess:
 
     def _on_control(self, message):
         command = orjson.loads(message.data).get("cmd")
-        if command == "ping" and self.lease is not None and not self.lease.is_acting():
-            return  # not ready: the caller pings again
+        if (command == "ping" and self.leadership is not None
+                and not self.leadership.is_acting()):
+            return  # not ready (no lease yet, or the journal not loaded): pinged again
         if command == "stalls":
             self.stalls.start()
             reply = {}
@@ -83,7 +103,14 @@ class HmProcess:
                 "starts_sent": metrics.health_start_messages_sent,
                 "droplets": len(self.core.registry),
                 "longest_stall": self.stalls.longest,
+                "longest_stall_cpu": self.stalls.longest_cpu,
+                "longest_stall_at": self.stalls.longest_at,
                 "rss": rss_bytes(),
+                "analysis_passes": metrics.analysis_passes.count,
+                # The journal's /varz counters (0 without it).
+                "ha_records_written": metrics.ha_records_written,
+                "ha_fenced_writes_refused": metrics.ha_fenced_writes_refused,
+                "ha_record_write_failures": metrics.ha_record_write_failures,
             }
         elif command == "gc_sweep":
             # The cyclic garbage the GC policy kept frozen over the run, and what the
@@ -100,26 +127,32 @@ class HmProcess:
             self.bus.publish(message.reply, orjson.dumps(reply))
 
 
-def _lease(reactor, url, redis_url):
-    """A Redis lease with the default periods, as the Manager builds it from `ha`."""
+def _ha(reactor, url, redis_url, scheduler, metrics, intervals, restore):
+    """(lease, journal, handover) with the default periods, as the Manager builds them
+    from `ha`: one RedisConnection for the lease and the journal."""
     from health_manager.config import build_config
     from health_manager.ha.connection import RedisConnection
+    from health_manager.ha.handover import Handover
+    from health_manager.ha.journal import Journal
     from health_manager.ha.lease import RedisLease
-    from health_manager.ha.redis import RedisLeaseStore
+    from health_manager.ha.redis import RedisJournalStore, RedisLeaseStore
 
     config, _ = build_config({"mbus": url, "bulk_api": {"host": "http://127.0.0.1:1"},
                               "ha": {"redis": redis_url}}, {})
     ha = config.ha
-    store = RedisLeaseStore(RedisConnection(reactor, ha), ha.key_prefix)
-    return RedisLease(store, reactor, "bench-hm", ha.lease_duration,
-                      ha.renew_deadline, ha.retry_period)
+    redis = RedisConnection(reactor, ha)
+    lease = RedisLease(RedisLeaseStore(redis, ha.key_prefix), reactor, "bench-hm",
+                       ha.lease_duration, ha.renew_deadline, ha.retry_period)
+    journal = Journal(RedisJournalStore(redis, ha.key_prefix), scheduler, lease, intervals,
+                      metrics, ha.retry_period)
+    return lease, journal, Handover(lease, journal, restore, scheduler, ha.retry_period)
 
 
-def main(url, instances, probes=0, redis_url=None):
+def main(url, instances, probes=0, redis_url=None, durable="journal"):
     reactor = install_asyncio_reactor()
-    HmProcess(reactor, url, int(instances), int(probes), redis_url).start()
+    HmProcess(reactor, url, int(instances), int(probes), redis_url, durable).start()
     reactor.run()
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])

@@ -104,7 +104,7 @@ async def _one_run(instances, messages, redis_url=None):
 
 
 def measure(instances, messages, redis_url=None):
-    """`redis_url`: the HM is an HA leader holding a lease in that Redis."""
+    """`redis_url`: the HM is an HA leader holding a lease in that Redis, with its journal."""
     return asyncio.run(_one_run(instances, messages, redis_url))
 
 

@@ -47,19 +47,20 @@ def max_in_window(times, window):
     return most
 
 
-def crash(number):
+def crash(number, timestamp=1378337201):
+    """A CRASHED droplet.exited of probe `number`'s index 0, crashed at `timestamp`."""
     return orjson.dumps({
         "droplet": probe_id(number), "version": probe_version(number),
         "instance": guid("instance", PROBE_BASE + number), "index": 0, "reason": "CRASHED",
-        "exit_status": 137, "exit_description": "bench", "crash_timestamp": 1378337201,
+        "exit_status": 137, "exit_description": "bench", "crash_timestamp": timestamp,
         "cc_partition": "default"})
 
 
-async def _one_run(crashes, load, redis_url=None):
+async def _one_run(crashes, load, redis_url=None, durable="journal"):
     intervals = bench_config().intervals
     server = NatsServer(die_with_parent=True).start()
     hm = spawn_child("bench.hm_process", server.url, FLEET, crashes,
-                     *([redis_url] if redis_url else []))
+                     *([redis_url, durable] if redis_url else []))
     publisher = None
     try:
         client = await nats.connect(server.url, name="bench-latency")
@@ -109,12 +110,15 @@ async def _one_run(crashes, load, redis_url=None):
         "hm_instance_heartbeats": report["instances"],
         "hm_longest_stall": report["longest_stall"],
         "slow_consumer_drops": report["slow_consumer_drops"],
+        "ha_records_written": report["ha_records_written"],
+        "ha_record_write_failures": report["ha_record_write_failures"],
     }
 
 
-def measure(crashes, load, redis_url=None):
-    """`redis_url`: the HM is an HA leader holding a lease in that Redis."""
-    return asyncio.run(_one_run(crashes, load, redis_url))
+def measure(crashes, load, redis_url=None, durable="journal"):
+    """`redis_url`: the HM is an HA leader holding a lease in that Redis, with its journal
+    (`durable` "journal") or without ("lease")."""
+    return asyncio.run(_one_run(crashes, load, redis_url, durable))
 
 
 def run(size):

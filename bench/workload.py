@@ -105,21 +105,26 @@ def bench_config(mbus="nats://127.0.0.1:4222", **intervals):
 
 class Core:
     """The HM core the benchmarks drive: registry, ActualState, Harmonizer and Nudger,
-    wired as the Manager wires them, with a desired state that is always fresh."""
+    wired as the Manager wires them, with a desired state that is always fresh.
+    `durable`: the IDurableState the Nudger and Harmonizer record to (an HA journal, built
+    beforehand on the `scheduler` and `metrics` passed in)."""
 
-    def __init__(self, config, clock, bus, leadership=None):
+    def __init__(self, config, clock, bus, leadership=None, durable=None, scheduler=None,
+                 metrics=None):
         self.config = config
         self.bus = bus
-        self.scheduler = Scheduler(clock)
-        self.metrics = Metrics()
+        self.scheduler = scheduler if scheduler is not None else Scheduler(clock)
+        self.metrics = metrics if metrics is not None else Metrics()
         self.registry = DropletRegistry()
         self.desired_state = FakeDesiredState()
         intervals = config.intervals
         self.nudger = Nudger(self.scheduler, bus, self.metrics, intervals.queue_batch_size,
-                             intervals.request_queue, leadership=leadership)
+                             intervals.request_queue, leadership=leadership,
+                             durable=durable)
         self.freshness = ActualFreshness(self.scheduler, intervals.droplet_lost)
         self.harmonizer = Harmonizer(config, self.scheduler, self.registry, self.nudger,
-                                     self.desired_state, self.freshness, self.metrics)
+                                     self.desired_state, self.freshness, self.metrics,
+                                     durable=durable)
         self.actual_state = ActualState(config, bus, self.registry, self.harmonizer,
                                         self.freshness, self.metrics, self.scheduler)
 

@@ -80,3 +80,62 @@ class BenchSmokeTests(unittest.SynchronousTestCase):
         row = self.results["memory"][0]
         self.assertEqual(row["runs"][0]["tracked"], row["instances"])
         self.assertGreater(row["bytes_per_instance"], 0)
+
+
+class DurableBenchSmokeTests(unittest.SynchronousTestCase):
+    """`python -m bench.ha durable smoke`: the durable-state benchmark (issue 11) at a tiny
+    size, with a real redis-server; its figures, not its timings, are checked."""
+
+    _cached = None
+
+    @property
+    def results(self):
+        cls = type(self)
+        if cls._cached is None:
+            done = subprocess.run([sys.executable, "-m", "bench.ha", "durable", "smoke"],
+                                  env=child_env(), check=True, timeout=SMOKE_TIMEOUT,
+                                  capture_output=True, text=True)
+            cls._cached = json.loads(done.stdout)
+        return cls._cached
+
+    def test_spaced_crashes_write_one_call_each(self):
+        """A crash on its own costs one fenced Lua call storing its record and its start's
+        intent, and /varz counts both."""
+        spaced = self.results["writes"]["spaced"]
+        self.assertEqual(spaced["crash_keys"], spaced["crashes"])
+        self.assertEqual(spaced["starts_sent"], spaced["crashes"])
+        self.assertEqual(spaced["lua_calls"], spaced["crashes"])
+        self.assertEqual(spaced["sets"], 2 * spaced["crashes"])
+        self.assertEqual(spaced["ha_records_written"], 2 * spaced["crashes"])
+        self.assertEqual(spaced["ha_record_write_failures"], 0)
+
+    def test_burst_writes_are_batched(self):
+        """Crashes arriving together share Lua calls, and every record is stored."""
+        burst = self.results["writes"]["burst"]
+        self.assertEqual(burst["crash_keys"], burst["crashes"])
+        self.assertLess(burst["lua_calls"], burst["crashes"] / 10)
+        self.assertEqual(burst["sets"], burst["ha_records_written"])
+        self.assertEqual(burst["ha_records_written"], burst["crashes"] + burst["starts_sent"])
+
+    def test_latency_with_and_without_persistence(self):
+        """Every crash gets its start with persistence on and off; only "on" writes."""
+        latency = self.results["latency"]
+        for name in ("off", "on"):
+            self.assertEqual(latency[name]["answered"], latency[name]["crashes"])
+            self.assertGreaterEqual(latency[name]["p99"], latency[name]["p50"])
+            self.assertGreater(latency[name]["p50"], 0)
+        self.assertEqual(latency["off"]["ha_records_written"], 0)
+        self.assertEqual(latency["on"]["ha_records_written"], 2 * latency["on"]["crashes"])
+
+    def test_crash_burst_loses_nothing(self):
+        """After a burst every crash record is in Redis, none failed, and the HM's reactor
+        stall was measured."""
+        on = self.results["burst"]["on"]
+        run = on["runs"][0]
+        self.assertEqual(run["crash_keys"], run["crashes"])
+        self.assertEqual(run["lost"], 0)
+        self.assertEqual(run["ha_record_write_failures"], 0)
+        self.assertEqual(run["ha_fenced_writes_refused"], 0)
+        self.assertEqual(run["ha_records_written"], run["crash_keys"] + run["start_keys"])
+        self.assertGreater(run["hm_longest_stall"], 0)
+        self.assertGreater(self.results["burst"]["off"]["runs"][0]["hm_longest_stall"], 0)
