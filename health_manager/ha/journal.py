@@ -13,7 +13,7 @@ Heartbeats are never written: they arrive from every DEA every few seconds and r
 actual state within `droplet_lost` after any restart, so storing them would only turn
 100k instance heartbeats a second into Redis writes for nothing a new leader needs.
 
-Writes leave on the next reactor turn, coalesced per key and batched (a crash burst costs
+Writes leave WRITE_DELAY (2 ms) later, coalesced per key and batched (a crash burst costs
 one Redis call per batch, not per crash); a write that fails (Redis down or slow) is kept
 and retried every `retry_period` unless a newer value of the same key replaced it. Every
 write carries the epoch of the leader that decided it and Redis refuses it unless that is
@@ -34,6 +34,11 @@ START = "start"
 # Records per Redis call: big enough that a burst of 10,000 crashes is 100 calls, small
 # enough that one call never holds Redis (or this reactor) for long.
 BATCH_SIZE = 100
+# Seconds a write waits before it leaves. On the very next turn it would run before the
+# NATS client's flusher sends the health.start decided with it, and sending a fenced call
+# costs about 0.35 ms: every crash restart would wait for its own record (bench/RESULTS.md,
+# +0.46 ms at p50). 2 ms lets the start go first and a few more crashes share the call.
+WRITE_DELAY = 0.002
 
 
 class IJournalStore(Interface):
@@ -56,7 +61,7 @@ class Journal:
     log = Logger()
 
     def __init__(self, store, scheduler, lease, intervals, metrics, retry_period,
-                 batch_size=BATCH_SIZE):
+                 batch_size=BATCH_SIZE, write_delay=WRITE_DELAY):
         self._store = store
         self._scheduler = scheduler
         self._lease = lease
@@ -65,6 +70,7 @@ class Journal:
         self._metrics = metrics
         self._retry_period = retry_period
         self._batch_size = batch_size
+        self._write_delay = write_delay
         self._epoch: int | None = None  # the epoch whose records were loaded: it records
         self._intents = {}  # key -> StartIntent another leader recorded, loaded at promotion
         self._dirty = {}  # (kind, key) -> (epoch, value, ttl_ms), not yet sent
@@ -171,7 +177,8 @@ class Journal:
     def _put(self, kind, key, value, ttl):
         self._dirty[(kind, key)] = (self._epoch, value, max(1, int(ttl * 1000)))
         if self._flush_call is None:
-            self._flush_call = self._scheduler.immediately(self._flush, "ha journal flush")
+            self._flush_call = self._scheduler.after(self._write_delay, self._flush,
+                                                     "ha journal flush")
 
     def _flush(self):
         if self._flush_call is not None:

@@ -51,7 +51,7 @@ class PolicyRig:
         if ha_store is not None:
             self.lease = FakeLease(ha_store)
             self.journal = Journal(ha_store, self.scheduler, self.lease, self.intervals,
-                                   self.metrics, retry_period=RETRY)
+                                   self.metrics, retry_period=RETRY, write_delay=0)
             leadership = self.handover = Handover(self.lease, self.journal,
                                   lambda records: self.harmonizer.restore_crash_records(records),
                                   self.scheduler, RETRY)

@@ -13,13 +13,15 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from health_manager.constants import CRASHED, FLAPPING, RUNNING
-from health_manager.ha.journal import CRASH, START, IJournalStore
+from health_manager.ha.journal import CRASH, START, WRITE_DELAY, IJournalStore, Journal
 from health_manager.interfaces import IDurableState, ILeadership
+from health_manager.metrics import Metrics
 from health_manager.model.durable import CrashRecord, StartIntent
 from health_manager.model.instance import AppInstance
-from health_manager.testing.journal import InMemoryJournalStore
+from health_manager.scheduler import Scheduler
+from health_manager.testing.journal import FakeLease, InMemoryJournalStore
 from health_manager.web.state_view import StateView
-from spec.unit.policy_rig import RETRY, PolicyRig
+from spec.unit.policy_rig import RETRY, PolicyRig, make_config
 from spec.unit.policy_rig import START as T0
 
 APP = "app-1"
@@ -262,6 +264,23 @@ class CrashRecordTests(SynchronousTestCase):
         self.assertEqual([n for _, n, _ in f.store.writes], [100, 100, 50])
         self.assertEqual(a.metrics.ha_records_written, 250)
         self.assertEqual(f.record(index=249).crash_count, 3)
+
+    def test_writes_wait_two_ms_so_the_start_leaves_first(self):
+        """A record waits WRITE_DELAY before it leaves (the NATS flusher sends the start
+        decided with it first); changes meanwhile share its call."""
+        clock = task.Clock()
+        store = InMemoryJournalStore(clock)
+        lease = FakeLease(store)
+        journal = Journal(store, Scheduler(clock), lease, make_config().intervals, Metrics(),
+                          retry_period=RETRY)
+        lease.promote()
+        journal.begin(lease.epoch, [])
+        journal.record_crash(CrashRecord(APP, "v1", 0, 1, T0, False, False, None))
+        clock.advance(0)
+        self.assertEqual(store.writes, [])
+        journal.record_crash(CrashRecord(APP, "v1", 1, 1, T0, False, False, None))
+        clock.advance(WRITE_DELAY)
+        self.assertEqual(store.writes, [(1, 2, True)])
 
     def test_lost_redis_data_is_written_back(self):
         """Redis loses everything (FLUSHALL, a failover to an empty replica): the lease is
