@@ -279,8 +279,7 @@ class Harmonizer:
         if instance.pending_restart is not None:
             return
         intervals = self._intervals
-        giveup = intervals.giveup_crash_number
-        if giveup > 0 and instance.crash_count > giveup:
+        if self._given_up(instance.crash_count):
             if chatty:
                 self.log.info("given up on restarting: app_id={droplet} index={index} "
                               "crashes={crashes}", droplet=droplet.id, index=index,
@@ -370,14 +369,18 @@ class Harmonizer:
 
     # -- durable state (HA) --------------------------------------------------------------
 
-    def _crash_record(self, droplet, version, index, instance):
+    def _given_up(self, crash_count):
+        """No more restarts after giveup_crash_number crashes (§5.5; -1: never give up)."""
         giveup = self._intervals.giveup_crash_number
+        return giveup > 0 and crash_count > giveup
+
+    def _crash_record(self, droplet, version, index, instance):
         pending = instance.pending_restart
         return CrashRecord(
             app_id=droplet.id, version=version, index=index,
             crash_count=instance.crash_count, last_crash=instance.last_crash_timestamp,
             flapping=instance.crash_count > self._intervals.flapping_death,
-            given_up=giveup > 0 and instance.crash_count > giveup,
+            given_up=self._given_up(instance.crash_count),
             restart_due=pending.when() if pending is not None and pending.active() else None)
 
     def _write_back(self, droplet, now):
@@ -385,14 +388,13 @@ class Harmonizer:
         pending restart or a give-up (which lasts until the slot crashes again after a quiet
         flapping_timeout, so its record is kept alive by these passes)."""
         flapping_timeout = self._intervals.flapping_timeout
-        giveup = self._intervals.giveup_crash_number
         for version, instances in droplet.versions.items():
             for index, instance in instances.items():
                 count = instance.crash_count
                 if not count:
                     continue
                 last = instance.last_crash_timestamp
-                if (instance.pending_restart is not None or (giveup > 0 and count > giveup)
+                if (instance.pending_restart is not None or self._given_up(count)
                         or (last is not None and now - last <= flapping_timeout)):
                     self._durable.record_crash(
                         self._crash_record(droplet, version, index, instance))
@@ -412,6 +414,7 @@ class Harmonizer:
                                                intervals.flapping_death):
                 continue
             newer += 1
+            self._metrics.ha_records_restored += 1
             if (record.restart_due is not None and instance.state == FLAPPING
                     and droplet.live_version in (None, record.version)):
                 instance.cancel_pending_restart()

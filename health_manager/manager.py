@@ -76,8 +76,8 @@ class Manager(MultiService):
             ha = config.ha
             redis = RedisConnection(reactor, ha)
             self.lease = RedisLease(RedisLeaseStore(redis, ha.key_prefix), reactor,
-                                     self.component.uuid,
-                                     ha.lease_duration, ha.renew_deadline, ha.retry_period)
+                                    self.component.uuid, ha.lease_duration,
+                                    ha.renew_deadline, ha.retry_period)
             self.journal = Journal(RedisJournalStore(redis, ha.key_prefix), self.scheduler,
                                    self.lease, intervals, self.metrics, ha.retry_period)
             # _restore reaches the Harmonizer, built below, only once a lease is won.
@@ -123,9 +123,7 @@ class Manager(MultiService):
         self._waiting_for_nats = False
 
     def _restore(self, records):
-        restored = self.harmonizer.restore_crash_records(records)
-        self.metrics.ha_records_restored += restored
-        return restored
+        return self.harmonizer.restore_crash_records(records)
 
     def _apply_desired(self, app, asked_at):
         self.registry.apply_desired(app, self.scheduler.now(), asked_at)

@@ -173,6 +173,7 @@ class CrashRecordTests(SynchronousTestCase):
         for rig in list(f.hms):
             f.kill(rig)
         c = f.leader(f.hm())
+        self.assertEqual(c.metrics.ha_records_restored, 1)
         slot = c.registry.get(APP).find_instance("v1", 1)
         self.assertEqual((slot.crash_count, slot.state), (5, FLAPPING))
         f.crash(1, "g1-again")
