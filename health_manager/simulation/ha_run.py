@@ -396,7 +396,9 @@ class HaSimulationRun:
                             f"(s): {summary['first_start_s']}")
             if summary["redis_commands_per_s"] is not None:
                 self._print(f"Redis: {summary['redis_commands_per_s']:.1f} commands/s for "
-                            f"{self._args.ha} HMs (one lease call per HM per retry period)")
+                            f"{self._args.ha} HMs (a lease call per HM per retry period, "
+                            "and the leader's crash records and start intents: about one "
+                            "call per crash)")
             self._print(f"HM logs: {self.workdir}")
             if self._args.json_summary:
                 self._print(json.dumps(summary))
