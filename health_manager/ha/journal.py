@@ -27,7 +27,7 @@ from zope.interface import Attribute, Interface, implementer
 
 from health_manager.ha.lease import LEADER, LeaseUnavailable
 from health_manager.interfaces import IDurableState
-from health_manager.model.durable import CrashRecord, StartIntent
+from health_manager.model.durable import CrashRecord, StartIntent, slot_key
 
 CRASH = "crash"
 START = "start"
@@ -98,7 +98,7 @@ class Journal:
     def previous_start(self, app_id, version, index, now):
         if not self._intents:
             return None
-        key = f"{app_id}:{version}:{index}"
+        key = slot_key(app_id, version, index)
         intent = self._intents.get(key)
         if intent is not None and now - intent.sent_at >= self._droplet_lost:
             del self._intents[key]
@@ -107,7 +107,7 @@ class Journal:
 
     def forget_start(self, app_id, version, index):
         if self._intents:
-            self._intents.pop(f"{app_id}:{version}:{index}", None)
+            self._intents.pop(slot_key(app_id, version, index), None)
 
     def write_back_due(self, now):
         if self._next_write_back is None or now < self._next_write_back or not self._recording():

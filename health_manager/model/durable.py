@@ -12,6 +12,11 @@ import attrs
 import orjson
 
 
+def slot_key(app_id: str, version: str, index: int) -> str:
+    """The key of one (app, version, index) slot's record or intent, under its kind."""
+    return f"{app_id}:{version}:{index}"
+
+
 def _optional_number(value: Any, name: str) -> float | None:
     return None if value is None else _number(value, name)
 
@@ -63,7 +68,7 @@ class CrashRecord:
 
     @property
     def key(self) -> str:
-        return f"{self.app_id}:{self.version}:{self.index}"
+        return slot_key(self.app_id, self.version, self.index)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps({
@@ -101,7 +106,7 @@ class StartIntent:
 
     @property
     def key(self) -> str:
-        return f"{self.app_id}:{self.version}:{self.index}"
+        return slot_key(self.app_id, self.version, self.index)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps({"app": self.app_id, "version": self.version, "index": self.index,
