@@ -293,8 +293,12 @@ class ConvergenceRun:
         intervals = build_config(demo_config("nats://127.0.0.1:4222", "http://cc"),
                                  environ={})[0].intervals
         # How long the health manager may take to notice a silent death: droplet_lost with
-        # no heartbeat, plus the heartbeat period.
-        self.detection_time = intervals.droplet_lost + self.scenario.heartbeat_interval
+        # no heartbeat, plus the heartbeat period, plus the bus's delay: a heartbeat sent
+        # just before the death may be delivered (late or again) MAX_MESSAGE_DELAY later,
+        # and to the health manager it is then a fresh one (seed 697: killed at 3.25 s,
+        # heard at 4.95 and 5.25 s, its duplicate stopped at 8.0 s).
+        self.detection_time = (intervals.droplet_lost + self.scenario.heartbeat_interval
+                               + MAX_MESSAGE_DELAY)
 
     # --- running ---------------------------------------------------------------------------
 

@@ -87,6 +87,10 @@ class ConvergenceTests(SynchronousTestCase):
     @given(foundations())
     # Seeds that showed a root cause while the fixes were made (issue 9's note lists them).
     @example(FoundationSpec(seed=62, apps=199, instances=2, deas=2))
+    # A stop of a duplicate whose primary died while its late heartbeats still arrived.
+    @example(FoundationSpec(seed=697, apps=53, instances=3, deas=3, crashy=0.1, flapping=0.1,
+                            missing=0.5, chaos=10.0, fault_interval=0.25, hm_restart=False,
+                            hm_delay=0.0))
     @example(FoundationSpec(seed=81, apps=18, instances=4, deas=4))
     @example(FoundationSpec(seed=295, apps=137, instances=3, deas=5))
     @example(FoundationSpec(seed=18, apps=3, instances=6, deas=5))
