@@ -1,5 +1,12 @@
 """The fake Cloud Controller: apps table, bulk API over HTTP, credentials responder, and the
-`health.start` / `health.stop` respondent with the acceptance checks of PROTOCOL.md §3.1/§3.2.
+respondent to the health manager's starts and stops, speaking one contract (`cc_protocol`):
+HM 2.0's `health.start` / `health.stop` (PROTOCOL.md §3.1/§3.2) or HM9000's `hm9000.start` /
+`hm9000.stop` (HM9000.md §1.4), judged by that contract's acceptance rules
+(`health_manager.contracts.<contract>.acceptance`).
+
+Both generations of CC served `/bulk/apps`, `/bulk/counts` and the NATS credentials request
+(ccng `legacy_bulk.rb`, kept until 2017-06-23, `aa1cfd4987`), so those are the same in both
+modes; HM9000 itself just never asked for the credentials or the counts.
 
 DEAs are found the way the real CC's DEA pool found them: `dea.advertise` adds or refreshes a
 DEA, `dea.shutdown` removes it. Starts go to `dea.<uuid>.start` on the least-loaded DEA;
@@ -17,13 +24,18 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from health_manager.constants import FAILED, STAGED, STARTED, STOPPED
+from health_manager.constants import STAGED, STARTED, STOPPED
+from health_manager.contracts.hm2 import acceptance as hm2_acceptance
+from health_manager.contracts.hm9000 import acceptance as hm9000_acceptance
 
 # Fault injection values for the bulk API.
 FAULT_500 = "500"
 FAULT_401 = "401"
 FAULT_GARBAGE = "garbage"
 FAULT_HANG = "hang"
+
+# The respondent each `cc_protocol` runs: its subjects, queue group and rules.
+RESPONDENTS = {"hm2": hm2_acceptance, "hm9000": hm9000_acceptance}
 
 # The latest decisions are kept for tests and the view; counts cover all of them.
 DECISIONS_KEPT = 10_000
@@ -61,7 +73,7 @@ class SimulatedApp:
 
 @attrs.frozen
 class Decision:
-    """What the CC did with one `health.start` / `health.stop` request."""
+    """What the CC did with one start or stop request of the health manager."""
 
     op: str  # "start" or "stop"
     droplet: object
@@ -75,8 +87,14 @@ class FakeCloudController:
     log = Logger()
 
     def __init__(self, bus, clock, reactor=None, partition="default", user="bulk_api",
-                 password="bulk-password", user_count=0, on_decision=None):
-        """`on_decision(Decision)`, if given, sees every decision as it is made."""
+                 password="bulk-password", user_count=0, on_decision=None, cc_protocol="hm2"):
+        """`on_decision(Decision)`, if given, sees every decision as it is made.
+        `cc_protocol` ("hm2" or "hm9000") is the contract whose requests it acts on."""
+        if cc_protocol not in RESPONDENTS:
+            raise ValueError(f"cc_protocol must be one of {sorted(RESPONDENTS)}, "
+                             f"not {cc_protocol!r}")
+        self.cc_protocol = cc_protocol
+        self._contract = RESPONDENTS[cc_protocol]
         self._bus = bus
         self._clock = clock
         self._reactor = reactor if reactor is not None else clock
@@ -101,10 +119,11 @@ class FakeCloudController:
     def start(self):
         """Subscribe the credentials responder, the HM respondent and the DEA pool; fires
         once the subscriptions are made."""
+        contract = self._contract
         handlers = [
             (f"cloudcontroller.bulk.credentials.{self.partition}", self._on_credentials, None),
-            ("health.start", self._on_health_start, "cc"),
-            ("health.stop", self._on_health_stop, "cc"),
+            (contract.START_SUBJECT, self._on_start_request, contract.RESPONDENT_QUEUE),
+            (contract.STOP_SUBJECT, self._on_stop_request, contract.RESPONDENT_QUEUE),
             ("dea.advertise", self._on_dea_advertise, None),
             ("dea.shutdown", self._on_dea_shutdown, None),
         ]
@@ -249,7 +268,7 @@ class FakeCloudController:
             self._bus.publish(message.reply, orjson.dumps(
                 {"user": self.user, "password": self.password}))
 
-    # --- the HealthManagerRespondent (§3.1, §3.2) ------------------------------------------
+    # --- the respondent: HealthManagerRespondent or HM9000Respondent -----------------------
 
     def _decide(self, op, payload, accepted, reason):
         droplet = payload.get("droplet") if isinstance(payload, dict) else None
@@ -260,62 +279,31 @@ class FakeCloudController:
             self._on_decision(decision)
         self.decision_counts[(op, accepted)] += 1
         if not accepted:
-            self.log.info("cc refused health.{op} for {droplet}: {reason}",
-                          op=op, droplet=droplet, reason=reason)
+            self.log.info("cc refused {contract} {op} for {droplet}: {reason}",
+                          contract=self.cc_protocol, op=op, droplet=droplet, reason=reason)
         return accepted
 
-    def _on_health_start(self, message):
-        payload = _decode(message.data)
-        if not _has(payload, ("droplet", "indices", "version", "running")) or not (
-                isinstance(payload["indices"], list) and isinstance(payload["running"], dict)):
-            self._decide("start", payload, False, "malformed request")
-            return
-        app = self.apps.get(payload["droplet"])
-        if app is None:
-            self._decide("start", payload, False, "app not found")
-        elif app.state != STARTED:
-            self._decide("start", payload, False, "app not STARTED")
-        elif payload["version"] != app.version:
-            self._decide("start", payload, False, "version is not the app's version")
-        elif not (app.staged or app.package_state == FAILED):
-            self._decide("start", payload, False, "app has no droplet")
-        elif _count(payload["running"], app.version) >= app.instances:
-            self._decide("start", payload, False, "enough instances running")
-        else:
-            self._decide("start", payload, True, "started")
-            self.start_instances(app, payload["indices"])
+    def _app_named(self, payload):
+        droplet = payload.get("droplet") if isinstance(payload, dict) else None
+        return self.apps.get(droplet) if isinstance(droplet, str) else None
 
-    def _on_health_stop(self, message):
+    def _on_start_request(self, message):
         payload = _decode(message.data)
-        if not _has(payload, ("droplet", "instances", "running")) or not (
-                isinstance(payload["instances"], dict) and isinstance(payload["running"], dict)):
-            self._decide("stop", payload, False, "malformed request")
+        verdict = self._contract.judge_start(self._app_named(payload), payload)
+        self._decide("start", payload, verdict.accepted, verdict.reason)
+        if verdict.accepted:
+            self.start_instances(self.apps[payload["droplet"]], verdict.indices)
+
+    def _on_stop_request(self, message):
+        payload = _decode(message.data)
+        verdict = self._contract.judge_stop(self._app_named(payload), payload)
+        self._decide("stop", payload, verdict.accepted, verdict.reason)
+        if not verdict.accepted:
             return
-        guid = payload["droplet"]
-        app = self.apps.get(guid)
-        if app is None:
-            self._decide("stop", payload, True, "runaway app: stop every instance")
-            self._dea_stop({"droplet": guid})
-            return
-        running = payload["running"]
-        groups: dict[str, list[str]] = {}
-        for instance, version in payload["instances"].items():
-            groups.setdefault(version, []).append(instance)
-        for version, instances in groups.items():
-            remaining = _count(running, version) - len(instances)
-            if version != app.version:
-                if _count(running, app.version) <= 0:
-                    self._decide("stop", payload, False,
-                                 "old version stop while none of the live version runs")
-                    return
-            elif remaining < app.instances and app.state == STARTED:
-                self._decide("stop", payload, False,
-                             "stop would leave fewer than the desired instances running")
-                return
-        # As the real CC: an empty `instances` map becomes a DEA stop with no filter.
-        reason = "stopped" if payload["instances"] else "empty instances: every instance"
-        self._decide("stop", payload, True, reason)
-        self._dea_stop({"droplet": guid, "instances": list(payload["instances"])})
+        if verdict.instances is None:
+            self._dea_stop({"droplet": payload["droplet"]})
+        else:
+            self._dea_stop({"droplet": payload["droplet"], "instances": list(verdict.instances)})
 
     # --- the bulk API ----------------------------------------------------------------------
 
@@ -391,11 +379,3 @@ def _decode(data):
     except orjson.JSONDecodeError:
         return None
 
-
-def _has(payload, fields):
-    return isinstance(payload, dict) and all(payload.get(f) is not None for f in fields)
-
-
-def _count(running, version):
-    value = running.get(version, 0)
-    return value if isinstance(value, (int, float)) else 0
