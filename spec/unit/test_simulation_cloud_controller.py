@@ -1,5 +1,6 @@
 """The fake Cloud Controller: §3.1/§3.2 acceptance rules, DEA placement, bulk API, auth."""
 
+import base64
 from urllib.parse import quote
 
 import orjson
@@ -277,3 +278,100 @@ class BulkApiTests(SynchronousTestCase):
         """The hang fault never answers."""
         self.cc.fault = FAULT_HANG
         self.assertNoResult(self.http.get("http://cc/bulk/counts?model=user", auth=("u", "p")))
+
+
+class Hm9000RespondentTests(SynchronousTestCase):
+    """With cc_protocol hm9000 the CC acts on hm9000.start / hm9000.stop only, judged by
+    health_manager.contracts.hm9000.acceptance (its rules are tested there)."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.bus = InMemoryBus(self.clock)
+        self.bus.start()
+        self.cc = FakeCloudController(self.bus, self.clock, user="u", password="p",
+                                      cc_protocol="hm9000")
+        self.cc.start()
+        self.bus.publish_json("dea.advertise", {"id": "dea-a", "app_id_to_count": {}})
+        self.cc.create_app("app-1", instances=2, version="v1", place=False)
+
+    def start(self, **overrides):
+        payload = {"message_id": "m", "droplet": "app-1", "version": "v1", "instance_index": 1}
+        payload.update(overrides)
+        self.bus.publish_json("hm9000.start", payload)
+        return self.cc.decisions[-1]
+
+    def stop(self, **overrides):
+        payload = {"message_id": "m", "droplet": "app-1", "version": "v1",
+                   "instance_guid": "i-1", "instance_index": 1, "is_duplicate": False}
+        payload.update(overrides)
+        self.bus.publish_json("hm9000.stop", payload)
+        return self.cc.decisions[-1]
+
+    def test_subscribes_hm9000_subjects_in_queue_group_cc(self):
+        """hm9000.start and hm9000.stop in queue group cc; no health.* respondent."""
+        queues = {s.subject: s.queue for s in self.bus.subscriptions}
+        self.assertEqual((queues["hm9000.start"], queues["hm9000.stop"]), ("cc", "cc"))
+        self.assertNotIn("health.start", queues)
+        self.assertNotIn("health.stop", queues)
+
+    def test_accepted_start_starts_exactly_that_index(self):
+        """Even with index 1 already running somewhere: the CC counts nothing."""
+        self.start(instance_index=1)
+        decision = self.start(instance_index=1)
+        self.assertEqual((decision.op, decision.droplet, decision.accepted, decision.reason),
+                         ("start", "app-1", True, "will-start"))
+        self.assertEqual([(s["droplet"], s["version"], s["index"])
+                          for s in self.bus.published_json("dea.dea-a.start")],
+                         [("app-1", "v1", 1), ("app-1", "v1", 1)])
+
+    def test_refused_start_is_recorded_and_starts_nothing(self):
+        decision = self.start(instance_index=2)
+        self.assertEqual((decision.accepted, decision.reason),
+                         (False, "Instance index is outside desired number of instances"))
+        self.assertEqual(self.bus.published_json("dea.dea-a.start"), [])
+        self.assertEqual(self.cc.decision_counts[("start", False)], 1)
+
+    def test_accepted_stop_stops_exactly_that_instance(self):
+        decision = self.stop(is_duplicate=True)
+        self.assertEqual((decision.op, decision.accepted, decision.reason),
+                         ("stop", True, "Instance is duplicate"))
+        self.assertEqual(self.bus.published_json("dea.stop"),
+                         [{"droplet": "app-1", "instances": ["i-1"]}])
+
+    def test_stop_of_unknown_app_stops_that_instance(self):
+        self.assertTrue(self.stop(droplet="gone").accepted)
+        self.assertEqual(self.bus.published_json("dea.stop"),
+                         [{"droplet": "gone", "instances": ["i-1"]}])
+
+    def test_refused_stop_stops_nothing(self):
+        decision = self.stop()
+        self.assertEqual((decision.accepted, decision.reason), (False, "will-not-stop"))
+        self.assertEqual(self.bus.published_json("dea.stop"), [])
+
+    def test_garbage_is_malformed(self):
+        """Not JSON, or a key missing: recorded as malformed, nothing done."""
+        self.bus.publish("hm9000.start", b"{not json")
+        self.assertEqual(self.cc.decisions[-1].reason, "malformed request")
+        self.assertEqual(self.stop(is_duplicate=None, instance_guid=None,
+                                   droplet=None).reason, "App not found")
+        self.bus.publish_json("hm9000.stop", {"droplet": "app-1"})
+        self.assertEqual(self.cc.decisions[-1].reason, "malformed request")
+
+    def test_health_messages_ignored(self):
+        """An HM 2.0 start reaches no respondent of this CC."""
+        self.bus.publish_json("health.start", {
+            "droplet": "app-1", "version": "v1", "indices": [0], "running": {}})
+        self.assertEqual(list(self.cc.decisions), [])
+
+    def test_credentials_and_counts_still_served(self):
+        """ccng answered the NATS credentials request and /bulk/counts until 2017-06
+        (legacy_bulk.rb): HM9000 just never asked."""
+        replies = self.successResultOf(
+            self.bus.request("cloudcontroller.bulk.credentials.default", b""))
+        self.assertEqual(orjson.loads(replies[0].data), {"user": "u", "password": "p"})
+        auth = "Basic " + base64.b64encode(b"u:p").decode()
+        self.assertEqual(self.cc.bulk_request("/bulk/counts", {"model": "user"}, auth)[0], 200)
+
+    def test_unknown_protocol_refused(self):
+        with self.assertRaises(ValueError):
+            FakeCloudController(self.bus, self.clock, cc_protocol="hm3")
