@@ -1,5 +1,8 @@
 """A simulated DEA: runs instances with a configurable crash behaviour, heartbeats them and
-reports their exits, on the wire as dea_ng did in 2013 (PROTOCOL.md §1.2, §1.3).
+reports their exits, on the wire as dea_ng did in 2013 (PROTOCOL.md §1.2, §1.3). Its
+heartbeats go on NATS or, as from cf-release v235, over HTTPS (`heartbeats.py`); it
+evacuates the Nov 2013 way (`droplet.exited` DEA_EVACUATION) or the HM9000 way (EVACUATING
+heartbeats, HM9000.md §5.6).
 
 An app's behaviour is the simulation's stand-in for its code, carried by every start
 message: None (healthy), `crash_every(seconds)` or `CRASH_ON_START` (flapping).
@@ -13,6 +16,7 @@ from twisted.logger import Logger
 
 from health_manager.constants import (
     CRASHED,
+    EVACUATING,
     EXIT_CRASHED,
     EXIT_DEA_EVACUATION,
     EXIT_DEA_SHUTDOWN,
@@ -20,6 +24,7 @@ from health_manager.constants import (
     RUNNING,
     STARTING,
 )
+from health_manager.simulation.heartbeats import NatsHeartbeats
 
 CRASH_ON_START = {"crash": "on_start"}
 
@@ -58,10 +63,11 @@ class SimulatedDea:
 
     def __init__(self, bus, clock, uuid, heartbeat_interval=10, startup_delay=1.0,
                  crash_lifetime=3600, advertise_interval=5, partition="default", rng=None,
-                 shuffle_heartbeats=False):
+                 shuffle_heartbeats=False, heartbeats=None):
         """`rng` (a random.Random) spreads crash times by ±50 %; None keeps them exact.
         `shuffle_heartbeats` lists heartbeat entries in a random order (needs `rng`): dea_ng
-        promises no order, so the health manager must not depend on one."""
+        promises no order, so the health manager must not depend on one. `heartbeats` (an
+        IHeartbeatSender) delivers them; None: on `bus` as `dea.heartbeat`."""
         self._bus = bus
         self._clock = clock
         self.uuid = uuid
@@ -72,7 +78,10 @@ class SimulatedDea:
         self._rng = rng
         self._shuffle = shuffle_heartbeats and rng is not None
         self.instances = {}  # guid -> SimulatedInstance, in start order
+        self._heartbeats = heartbeats if heartbeats is not None else NatsHeartbeats(bus)
         self.active = False
+        self.evacuating = False
+        self._evacuation_timeout = None  # the IDelayedCall ending an evacuation
         self.calm = False
         self.crashes = 0
         self.heartbeats_sent = 0
@@ -103,6 +112,36 @@ class SimulatedDea:
         """DEA_EVACUATION for every live instance, then silence (the Nov 2013 DEA)."""
         self._leave(EXIT_DEA_EVACUATION)
 
+    def evacuate_with_heartbeats(self, timeout):
+        """Evacuation as dea_ng did it from Dec 2013 (HM9000.md §5.6): `dea.shutdown` at
+        once and no more advertising, so the CC places nothing here; every STARTING or
+        RUNNING instance turns EVACUATING and is heartbeated so until it is stopped; once
+        none is left, or after `timeout` seconds, the DEA leaves without another word."""
+        if not self.active or self.evacuating:
+            return
+        self.evacuating = True
+        self._bus.publish("dea.shutdown", orjson.dumps({"id": self.uuid}))
+        if self._advertise.running:
+            self._advertise.stop()
+        now = self._clock.seconds()
+        for instance in self.instances.values():
+            if instance.live:
+                instance.cancel_timer()
+                instance.state = EVACUATING
+                instance.state_timestamp = now
+        self.send_heartbeat()
+        self._evacuation_timeout = self._clock.callLater(timeout, self._evacuated)
+        self._leave_if_evacuated()
+
+    def _leave_if_evacuated(self):
+        if self.evacuating and not any(i.state == EVACUATING for i in self.instances.values()):
+            self._evacuated()
+
+    def _evacuated(self):
+        # What still runs here dies with the DEA: its heartbeats just stop.
+        self.stop()
+        self.instances.clear()
+
     def shutdown(self):
         """DEA_SHUTDOWN for every live instance, then silence."""
         self._leave(EXIT_DEA_SHUTDOWN)
@@ -120,16 +159,21 @@ class SimulatedDea:
         self.stop()
 
     def stop(self):
-        """Stop timers and subscriptions without telling anyone (the process vanished)."""
+        """Stop timers and subscriptions without telling anyone (the process vanished);
+        returns a Deferred that fires once no heartbeat is in flight."""
         self.active = False
         for loop in (self._heartbeat, self._advertise):
             if loop.running:
                 loop.stop()
         for instance in self.instances.values():
             instance.cancel_timer()
+        if self._evacuation_timeout is not None and self._evacuation_timeout.active():
+            self._evacuation_timeout.cancel()
+        self._evacuation_timeout = None
         for subscription in self._subscriptions:
             subscription.unsubscribe()
         del self._subscriptions[:]
+        return self._heartbeats.stop()
 
     # --- instances -------------------------------------------------------------------------
 
@@ -193,6 +237,7 @@ class SimulatedDea:
         if instance.live:
             self._publish_exit(instance, EXIT_STOPPED)
         self._forget(instance)
+        self._leave_if_evacuated()
 
     def _forget(self, instance):
         instance.cancel_timer()
@@ -216,7 +261,7 @@ class SimulatedDea:
     def send_heartbeat(self):
         # The 2013 DEA sends no heartbeat when it has no instances.
         if self.active and self.instances:
-            self._bus.publish("dea.heartbeat", orjson.dumps(self.heartbeat_payload()))
+            self._heartbeats.send(self.heartbeat_payload())
             self.heartbeats_sent += 1
 
     def advertise(self):

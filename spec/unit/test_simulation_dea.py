@@ -1,10 +1,12 @@
 """The simulated DEA on task.Clock: heartbeat contents, exits, crash behaviours, evacuation."""
 
 import orjson
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from health_manager.simulation.dea import CRASH_ON_START, SimulatedDea, crash_every
+from health_manager.simulation.heartbeats import IHeartbeatSender
 from health_manager.testing.bus import InMemoryBus
 
 
@@ -189,3 +191,90 @@ class LeaveTests(DeaCase):
         self.assertEqual([e["reason"] for e in self.exits()], ["DEA_SHUTDOWN"])
         self.bus.publish_json("dea.dea-1.start", {"droplet": "a", "version": "v", "index": 0})
         self.assertEqual(self.dea.instances, {})
+
+
+class EvacuatingHeartbeatsTests(DeaCase):
+    """Evacuation as DEAs did it from Dec 2013 (HM9000.md §5.6)."""
+
+    def setUp(self):
+        super().setUp()
+        self.running = [self.send_start(index=0), self.send_start(index=1)]
+        self.clock.advance(1)
+        self.crashed = self.send_start(droplet="app-2", behaviour=CRASH_ON_START)
+        self.clock.advance(1)
+        self.bus.clear()
+        self.dea.evacuate_with_heartbeats(timeout=60)
+
+    def test_goodbye_then_evacuating_heartbeats(self):
+        """dea.shutdown at once, no exits, and every live instance heartbeated EVACUATING
+        (crashed ones stay CRASHED) at once and every interval after."""
+        self.assertEqual(self.bus.published_json("dea.shutdown"), [{"id": "dea-1"}])
+        self.assertEqual(self.exits(), [])
+        self.clock.advance(10)
+        for beat in self.heartbeats():
+            self.assertEqual(sorted((d["droplet"], d["state"]) for d in beat["droplets"]),
+                             [("app-1", "EVACUATING"), ("app-1", "EVACUATING"),
+                              ("app-2", "CRASHED")])
+        self.assertEqual(len(self.heartbeats()), 2)
+
+    def test_no_more_advertising(self):
+        """The CC must not place replacements here."""
+        self.clock.advance(30)
+        self.assertEqual(self.bus.published_json("dea.advertise"), [])
+
+    def test_leaves_once_every_evacuating_instance_is_stopped(self):
+        """Each stop takes one instance away; after the last the DEA falls silent."""
+        self.bus.publish_json("dea.stop", {"droplet": "app-1",
+                                           "instances": [self.running[0].guid]})
+        self.assertTrue(self.dea.active)
+        self.bus.publish_json("dea.stop", {"droplet": "app-1",
+                                           "instances": [self.running[1].guid]})
+        self.assertFalse(self.dea.active)
+        self.bus.clear()
+        self.clock.advance(60)
+        self.assertEqual(self.bus.published, [])
+
+    def test_leaves_after_the_timeout(self):
+        """Nobody stops them: the DEA leaves after the timeout, its instances with it."""
+        self.clock.advance(59)
+        self.assertTrue(self.dea.active)
+        self.clock.advance(1)
+        self.assertFalse(self.dea.active)
+        self.assertEqual(self.dea.instances, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_twice_is_once(self):
+        self.dea.evacuate_with_heartbeats(timeout=60)
+        self.assertEqual(len(self.bus.published_json("dea.shutdown")), 1)
+
+
+class HeartbeatSenderTests(SynchronousTestCase):
+    def test_heartbeats_go_to_the_given_sender(self):
+        """A DEA built with a sender hands it the dea.heartbeat payload, not the bus."""
+        clock = task.Clock()
+        bus = InMemoryBus(clock)
+        bus.start()
+        sent = []
+        dea = SimulatedDea(bus, clock, "dea-h", heartbeat_interval=10, startup_delay=1,
+                           heartbeats=RecordingHeartbeats(sent))
+        dea.start()
+        self.addCleanup(dea.stop)
+        dea.start_instance("app-1", "v1", 0)
+        clock.advance(1)
+        self.assertEqual(sent, [dea.heartbeat_payload()])
+        self.assertEqual(bus.published_json("dea.heartbeat"), [])
+
+
+@implementer(IHeartbeatSender)
+class RecordingHeartbeats:
+    """An IHeartbeatSender keeping what it is given (the HTTPS one is tested for real in
+    spec/integration/test_simulation_https_heartbeats.py)."""
+
+    def __init__(self, sent):
+        self.sent = sent
+
+    def send(self, payload):
+        self.sent.append(payload)
+
+    def stop(self):
+        return defer.succeed(None)
