@@ -26,6 +26,9 @@ class Scenario:
     heartbeat_interval: float = 1.0
     startup_delay: float = 1.0
     shuffle_heartbeats: bool = False  # heartbeat entries in a random order
+    # How long a DEA evacuating with EVACUATING heartbeats waits for its instances to be
+    # stopped before it leaves anyway (dea_ng's bail-out time, shortened for a demo).
+    evacuation_timeout: float = 20.0
 
 
 def demo_config(mbus, bulk_host, status_port=0):
@@ -55,6 +58,28 @@ def demo_config(mbus, bulk_host, status_port=0):
             "bulk_credentials_timeout": 2,
         },
     }
+
+
+def hm9000_demo_config(mbus, bulk_host, bulk_user, bulk_password, heartbeat_port,
+                       certificate_files, status_port=0):
+    """`demo_config` for an HM9000-era foundation: `cc_protocol: hm9000`, the bulk API's
+    credentials from the config (HM9000 never asked for them over NATS), the app-state API
+    on any free port, and the HTTPS heartbeat listener on `heartbeat_port` with the
+    simulation's certificates (CertificateFiles). The intervals stay the demo's, so both
+    modes heal on the same short schedule."""
+    config = demo_config(mbus, bulk_host, status_port)
+    config["cc_protocol"] = "hm9000"
+    config["bulk_api"].update(user=bulk_user, password=bulk_password)
+    config["hm9000"] = {
+        "api_port": 0,
+        "api_address": "127.0.0.1",
+        "api_user": "hm9000",
+        "api_password": "hm9000-password",
+        "heartbeat_port": heartbeat_port,
+        "heartbeat_address": "127.0.0.1",
+        "ssl": certificate_files.listener_ssl_config(),
+    }
+    return config
 
 
 @attrs.frozen
@@ -88,12 +113,18 @@ class Snapshot:
 
 
 class Foundation:
-    def __init__(self, clock, bus, scenario, rng, partition="default", on_decision=None):
+    def __init__(self, clock, bus, scenario, rng, partition="default", on_decision=None,
+                 cc_protocol="hm2", https_heartbeats=None):
+        """`cc_protocol` is the contract the CC speaks ("hm2" or "hm9000"; HM9000.md);
+        `https_heartbeats(dea_uuid)`, if given, makes the IHeartbeatSender of every other
+        DEA (the odd-numbered ones), which then heartbeat over HTTPS instead of NATS."""
         self._clock = clock
         self._rng = rng
         self.scenario = scenario
         self.cc = FakeCloudController(bus, clock, partition=partition, on_decision=on_decision,
-                                      user_count=max(1, scenario.apps // 3))
+                                      user_count=max(1, scenario.apps // 3),
+                                      cc_protocol=cc_protocol)
+        self._https_heartbeats = https_heartbeats
         self._bus = bus
         self._partition = partition
         self.deas = [self._make_dea(n) for n in range(scenario.deas)]
@@ -102,10 +133,14 @@ class Foundation:
 
     def _make_dea(self, n):
         s = self.scenario
-        return SimulatedDea(self._bus, self._clock, f"{n}-dea{n:02d}",
+        uuid = f"{n}-dea{n:02d}"
+        heartbeats = None
+        if self._https_heartbeats is not None and n % 2 == 1:
+            heartbeats = self._https_heartbeats(uuid)
+        return SimulatedDea(self._bus, self._clock, uuid,
                             partition=self._partition, heartbeat_interval=s.heartbeat_interval,
                             startup_delay=s.startup_delay, rng=self._rng,
-                            shuffle_heartbeats=s.shuffle_heartbeats)
+                            shuffle_heartbeats=s.shuffle_heartbeats, heartbeats=heartbeats)
 
     def add_dea(self):
         """A new, empty DEA joins the foundation; fires once it is subscribed."""
@@ -124,9 +159,10 @@ class Foundation:
         return defer.gatherResults(started, consumeErrors=True)
 
     def stop(self):
-        for dea in self.deas:
-            dea.stop()
-        return self.cc.stop()
+        """Stop the DEAs and the CC; fires once their connections are closed."""
+        stopped = [dea.stop() for dea in self.deas]
+        stopped.append(defer.maybeDeferred(self.cc.stop))
+        return defer.gatherResults(stopped, consumeErrors=True)
 
     def populate(self):
         """Create the scenario's apps; start their instances except the missing ones."""
@@ -175,13 +211,18 @@ class Foundation:
         dea.kill(instance.guid)
         return instance.guid
 
-    def evacuate_one(self):
-        """Evacuate the busiest active DEA, if another one is left. Returns its uuid."""
-        active = self.active_deas()
+    def evacuate_one(self, with_heartbeats=False):
+        """Evacuate the busiest active DEA, if another one is left. Returns its uuid.
+        `with_heartbeats`: the HM9000 era's way (EVACUATING heartbeats until its instances
+        are stopped), else the Nov 2013 DEA's (`droplet.exited` DEA_EVACUATION)."""
+        active = [dea for dea in self.active_deas() if not dea.evacuating]
         if len(active) < 2:
             return None
         dea = max(active, key=lambda d: (len(d.live_instances()), d.uuid))
-        dea.evacuate()
+        if with_heartbeats:
+            dea.evacuate_with_heartbeats(self.scenario.evacuation_timeout)
+        else:
+            dea.evacuate()
         return dea.uuid
 
     def calm_down(self):

@@ -92,3 +92,71 @@ class FoundationTests(SynchronousTestCase):
                                                     "http://127.0.0.1:8181"), environ={})
         self.assertEqual(warnings, [])
         self.assertEqual(config.intervals.droplet_lost, 3)
+
+
+class Hm9000FoundationTests(SynchronousTestCase):
+    """A foundation whose CC speaks HM9000's contract."""
+
+    def make(self, https_heartbeats=None, **scenario):
+        self.clock = task.Clock()
+        self.bus = InMemoryBus(self.clock)
+        self.bus.start()
+        defaults = dict(apps=1, instances=2, crashy=0, flapping=0, missing=0.0, deas=4)
+        defaults.update(scenario)
+        foundation = Foundation(self.clock, self.bus, Scenario(**defaults), random.Random(4),
+                                cc_protocol="hm9000", https_heartbeats=https_heartbeats)
+        self.successResultOf(foundation.start())
+        self.addCleanup(foundation.stop)
+        foundation.populate()
+        self.clock.advance(1)
+        return foundation
+
+    def hm9000_start(self, app, index):
+        self.bus.publish_json("hm9000.start", {
+            "message_id": "m", "droplet": app.guid, "version": app.version,
+            "instance_index": index})
+
+    def test_hm9000_start_heals(self):
+        """An hm9000.start the CC accepts brings the missing index back."""
+        foundation = self.make()
+        foundation.kill_random()
+        app = foundation.cc.apps["app-0000"]
+        missing = {0, 1} - {i.index for dea in foundation.deas for i in dea.live_instances()}
+        self.hm9000_start(app, missing.pop())
+        self.clock.advance(1)
+        self.assertTrue(foundation.snapshot().healthy)
+        self.assertEqual(foundation.snapshot().starts_accepted, 1)
+
+    def test_every_other_dea_heartbeats_through_the_factory(self):
+        """https_heartbeats(uuid) makes the senders of the odd-numbered DEAs."""
+        asked = []
+
+        def https_heartbeats(uuid):
+            asked.append(uuid)
+            return None  # the DEA's default: NATS
+
+        self.make(https_heartbeats=https_heartbeats)
+        self.assertEqual(asked, ["1-dea01", "3-dea03"])
+
+    def test_evacuation_with_heartbeats_is_replaced_then_stopped(self):
+        """The HM9000 way: the DEA heartbeats EVACUATING until a replacement runs and
+        the evacuating instance is stopped as a duplicate; then it leaves."""
+        foundation = self.make(instances=1)
+        uuid = foundation.evacuate_one(with_heartbeats=True)
+        [dea] = [d for d in foundation.deas if d.uuid == uuid]
+        [evacuating] = dea.instances.values()
+        self.assertEqual(evacuating.state, "EVACUATING")
+        self.assertFalse(foundation.snapshot().healthy)
+        app = foundation.cc.apps["app-0000"]
+        placed_before = self.bus.published_json(f"dea.{uuid}.start")
+        self.hm9000_start(app, 0)
+        self.clock.advance(1)
+        self.assertTrue(foundation.snapshot().healthy)
+        # The CC placed it elsewhere: the evacuating DEA said dea.shutdown.
+        self.assertEqual(self.bus.published_json(f"dea.{uuid}.start"), placed_before)
+        self.assertEqual(evacuating.state, "EVACUATING")
+        self.bus.publish_json("hm9000.stop", {
+            "message_id": "m", "droplet": app.guid, "version": app.version,
+            "instance_guid": evacuating.guid, "instance_index": 0, "is_duplicate": True})
+        self.assertFalse(dea.active)
+        self.assertTrue(foundation.snapshot().healthy)
