@@ -8,12 +8,20 @@ foundation is healed after the chaos, and exits 0; at `--duration` plus `--grace
 the latest, NOT HEALED, exit 1. Interrupted (Ctrl-C, SIGTERM) it says so and exits 130.
 Whatever happens nats-server is stopped before the process exits. The seed is printed, with
 the command that reruns the same foundation and faults.
+
+`--cc-protocol hm9000`: the CC speaks HM9000's contract (HM9000.md §1.4), every other DEA
+heartbeats over HTTPS with a client certificate (certificates made for the run in a temporary
+directory, removed at the end), and the evacuations are one HM9000-era (EVACUATING
+heartbeats) and one of the Nov 2013 DEA (`droplet.exited` DEA_EVACUATION).
 """
 
 import argparse
 import math
 import random
+import shutil
+import socket
 import sys
+import tempfile
 
 from twisted.internet import defer
 from twisted.logger import (
@@ -31,7 +39,14 @@ from health_manager.bus import NatsBus
 from health_manager.config import build_config
 from health_manager.manager import Manager
 from health_manager.simulation import ha_run
-from health_manager.simulation.foundation import Foundation, Scenario, demo_config
+from health_manager.simulation.certificates import client_tls_options, make_certificates
+from health_manager.simulation.foundation import (
+    Foundation,
+    Scenario,
+    demo_config,
+    hm9000_demo_config,
+)
+from health_manager.simulation.heartbeats import HttpsHeartbeats
 from health_manager.simulation.nats_server import NatsServer
 from health_manager.simulation.timers import SimulationTimers
 from health_manager.simulation.view import Progress, View
@@ -43,6 +58,7 @@ EXIT_NOT_HEALED = 1
 EXIT_FAILED = 2
 EXIT_INTERRUPTED = 130
 BASE_GRACE = 15
+CC_PROTOCOLS = ("hm2", "hm9000")
 
 
 def demo_starts_per_second():
@@ -83,6 +99,9 @@ def parse_args(argv):
                         help="seconds between injected crashes/kills (2)")
     parser.add_argument("--no-evacuation", action="store_true",
                         help="do not evacuate a DEA")
+    parser.add_argument("--cc-protocol", choices=CC_PROTOCOLS, default="hm2",
+                        help="the Cloud Controller's contract: hm2 (HM 2.0's, default) or "
+                             "hm9000 (HM9000's; half the DEAs heartbeat over HTTPS)")
     parser.add_argument("--seed", type=int, default=None,
                         help="random seed (default: a new one, printed)")
     parser.add_argument("--plain", action="store_true",
@@ -91,6 +110,8 @@ def parse_args(argv):
     ha_run.add_arguments(parser)
     args = parser.parse_args(argv)
     ha_run.check_arguments(parser, args)
+    if args.ha and args.cc_protocol != "hm2":
+        parser.error("--ha runs the hm2 contract only")
     for name in ("apps", "instances", "deas"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
@@ -119,25 +140,74 @@ def rerun_command(args):
         words += [f"--{name.replace('_', '-')}", f"{getattr(args, name):g}"]
     if args.no_evacuation:
         words.append("--no-evacuation")
+    if args.cc_protocol != "hm2":
+        words += ["--cc-protocol", args.cc_protocol]
     return " ".join(words)
 
 
-async def start_foundation_and_hm(reactor, nats_url, scenario, rng, connected):
+async def start_foundation_and_hm(reactor, nats_url, scenario, rng, connected,
+                                  cc_protocol="hm2", certificates_dir=None):
     """A new bus to `nats_url`, the foundation of `scenario` on it and the health manager on
     the demo configuration: (bus, foundation, manager), the apps populated once the health
-    manager runs. `connected(bus)` fires once the bus is connected."""
+    manager runs. `connected(bus)` fires once the bus is connected. With `cc_protocol`
+    "hm9000" the certificates for HTTPS heartbeats are written to `certificates_dir`."""
     bus = NatsBus(reactor, nats_url, name="simulation")
     bus.start()
     await connected(bus)
-    foundation = Foundation(reactor, bus, scenario, rng)
+    hm9000 = None
+    if cc_protocol == "hm9000":
+        hm9000 = HttpsHeartbeatSetup(reactor, certificates_dir)
+    foundation = Foundation(reactor, bus, scenario, rng, cc_protocol=cc_protocol,
+                            https_heartbeats=hm9000.sender if hm9000 else None)
     foundation.cc.listen()
     await foundation.start()
     await bus.flush()
-    config, _ = build_config(demo_config(nats_url, foundation.cc.url), environ={})
+    if hm9000 is None:
+        raw = demo_config(nats_url, foundation.cc.url)
+    else:
+        raw = hm9000_demo_config(nats_url, foundation.cc.url, foundation.cc.user,
+                                 foundation.cc.password, hm9000.port, hm9000.files)
+    config, warnings = build_config(raw, environ={})
+    for warning in warnings:
+        _log.warn("health manager configuration: {warning}", warning=warning)
     manager = Manager(config, reactor)
     manager.startService()
     foundation.populate()
     return bus, foundation, manager
+
+
+class HttpsHeartbeatSetup:
+    """What HTTPS heartbeats need: certificates in `directory`, a free loopback port for the
+    health manager's listener, and a sender per DEA posting there."""
+
+    def __init__(self, reactor, directory):
+        self._reactor = reactor
+        self.files = make_certificates(directory)
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self._tls = client_tls_options(self.files, "127.0.0.1")
+
+    def sender(self, dea_uuid):
+        return HttpsHeartbeats(self._reactor, self.url, self._tls)
+
+
+def evacuation_plan(cc_protocol, chaos_end):
+    """(seconds into the run, with EVACUATING heartbeats?) of each DEA evacuation: an
+    HM9000-era foundation has both kinds, as HM9000 served both (HM9000.md §3.5, §5.6)."""
+    if cc_protocol == "hm9000":
+        return [(chaos_end / 3, True), (chaos_end * 2 / 3, False)]
+    return [(chaos_end / 2, False)]
+
+
+def free_port():
+    """A loopback TCP port nothing listens on right now. The health manager binds it a
+    moment later; another process taking it first makes the listener fail loudly."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+_log = Logger()
 
 
 @implementer(ILogObserver)
@@ -184,6 +254,8 @@ class SimulationRun:
         self.manager: Manager | None = None
         self.status_url = ""
         self._timers = SimulationTimers(reactor)
+        self._certificates_dir = (tempfile.mkdtemp(prefix="hm-simulate-")
+                                  if args.cc_protocol == "hm9000" else None)
         self._began = None
         self._finished = False
 
@@ -197,7 +269,8 @@ class SimulationRun:
         self.nats.start()
         self.bus, self.foundation, self.manager = await start_foundation_and_hm(
             self._reactor, self.nats.url, self.scenario, self._rng,
-            lambda bus: self._connected(bus, timeout=10))
+            lambda bus: self._connected(bus, timeout=10), cc_protocol=self._args.cc_protocol,
+            certificates_dir=self._certificates_dir)
         status = demo_config("", "")["status"]
         self.status_url = (f"http://{status['user']}:{status['password']}@"
                            f"{self.manager.status_server.host}/")
@@ -209,7 +282,8 @@ class SimulationRun:
         self._timers.every(self._args.fault_interval, self._inject_fault, now=False)
         self._timers.every(0.5, self._tick, now=True)
         if not self._args.no_evacuation:
-            self._reactor.callLater(chaos_end / 2, self._evacuate)
+            for at, with_heartbeats in evacuation_plan(self._args.cc_protocol, chaos_end):
+                self._reactor.callLater(at, self._evacuate, with_heartbeats)
         self._reactor.callLater(chaos_end, self._calm_down)
 
     def _connected(self, bus, timeout):
@@ -245,9 +319,9 @@ class SimulationRun:
         elif self.foundation.crash_random() is not None:
             self.injected_crashes += 1
 
-    def _evacuate(self):
+    def _evacuate(self, with_heartbeats):
         assert self.foundation is not None
-        if self.foundation.evacuate_one() is not None:
+        if self.foundation.evacuate_one(with_heartbeats=with_heartbeats) is not None:
             self.evacuations += 1
 
     def _calm_down(self):
@@ -318,6 +392,8 @@ class SimulationRun:
             await defer.maybeDeferred(self.foundation.stop)
         if self.bus is not None:
             await self.bus.stop()
+        if self._certificates_dir is not None:
+            shutil.rmtree(self._certificates_dir, ignore_errors=True)
 
 
 def _start_logging(args, tty):

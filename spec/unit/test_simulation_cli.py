@@ -46,3 +46,23 @@ class SimulateOptionsTests(SynchronousTestCase):
         self.assertEqual(words[:2], ["health_manager", "simulate"])
         again = self.parse(*words[2:])
         self.assertEqual(vars(again), vars(args))
+
+    def test_cc_protocol(self):
+        """--cc-protocol is hm2 by default, hm9000 on request (kept by the rerun command),
+        anything else or with --ha a usage error."""
+        from health_manager.simulation.runner import rerun_command
+
+        self.assertEqual(self.parse().cc_protocol, "hm2")
+        args = self.parse("--cc-protocol", "hm9000")
+        self.assertEqual(vars(self.parse(*rerun_command(args).split()[2:])), vars(args))
+        for argv in (["--cc-protocol", "hm3"], ["--cc-protocol", "hm9000", "--ha", "2"]):
+            with redirect_stderr(io.StringIO()):
+                self.assertRaises(SystemExit, self.parse, *argv)
+
+    def test_evacuation_plan(self):
+        """hm2: one Nov 2013 evacuation mid-chaos; hm9000: an EVACUATING-heartbeat one,
+        then a Nov 2013 one."""
+        from health_manager.simulation.runner import evacuation_plan
+
+        self.assertEqual(evacuation_plan("hm2", 24), [(12, False)])
+        self.assertEqual(evacuation_plan("hm9000", 24), [(8, True), (16, False)])
