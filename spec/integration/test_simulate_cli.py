@@ -14,8 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 class SimulateCommandTests(SynchronousTestCase):
-    def launch(self, *args):
-        env = dict(os.environ, PYTHONPATH=ROOT)
+    def launch(self, *args, **environ):
+        env = dict(os.environ, PYTHONPATH=ROOT, **environ)
         process = subprocess.Popen(
             [sys.executable, "-m", "health_manager.cli", "simulate", "--plain", "--seed", "1",
              *args],
@@ -80,3 +80,23 @@ class SimulateCommandTests(SynchronousTestCase):
         self.assertIn("INTERRUPTED before the faults ended: not judged", output)
         self.assertEqual(process.returncode, 130)
         self.assertNoneAlive(servers)
+
+    def test_hm9000_certificates_removed(self):
+        """--cc-protocol hm9000 writes its certificates to a temporary directory while it
+        runs and removes it when stopped."""
+        tmpdir = os.path.abspath(self.mktemp())
+        os.makedirs(tmpdir)
+        process = self.launch("--apps", "3", "--instances", "1", "--duration", "60",
+                              "--cc-protocol", "hm9000", TMPDIR=tmpdir)
+        expected = ["ca.crt", "client.crt", "client.key", "server.crt", "server.key"]
+
+        def written(_):
+            return [sorted(os.listdir(os.path.join(tmpdir, d)))
+                    for d in os.listdir(tmpdir)] == [expected]
+
+        self.watch(process, timeout=30, until=written)
+        self.assertTrue(written(None), "no certificates were written")
+        process.send_signal(signal.SIGTERM)
+        self.watch(process, timeout=15)
+        self.assertEqual(process.returncode, 130, process.stdout.read())
+        self.assertEqual(os.listdir(tmpdir), [])
