@@ -112,11 +112,14 @@ class SimulatedDea:
         """DEA_EVACUATION for every live instance, then silence (the Nov 2013 DEA)."""
         self._leave(EXIT_DEA_EVACUATION)
 
-    def evacuate_with_heartbeats(self, timeout):
-        """Evacuation as dea_ng did it from Dec 2013 (HM9000.md §5.6): `dea.shutdown` at
-        once and no more advertising, so the CC places nothing here; every STARTING or
-        RUNNING instance turns EVACUATING and is heartbeated so until it is stopped; once
-        none is left, or after `timeout` seconds, the DEA leaves without another word."""
+    def evacuate_with_heartbeats(self, timeout, announce_exits=False):
+        """Deterministic evacuation, as dea_ng did it from Dec 2013 (`9e8c05c6`;
+        `lib/dea/lifecycle/evacuation_handler.rb`, HM9000.md §5.6): `dea.shutdown` at once
+        and no more advertising, so the CC places nothing here, and no more starts taken;
+        every STARTING or RUNNING instance turns EVACUATING and is heartbeated so until it
+        is stopped; once none is left, or after `timeout` seconds (the bail-out time), the
+        DEA leaves without another word. `announce_exits`: also a `droplet.exited`
+        DEA_EVACUATION for each of them first, as dea_ng did until Jun 2016 (`5e3561eb`)."""
         if not self.active or self.evacuating:
             return
         self.evacuating = True
@@ -126,6 +129,8 @@ class SimulatedDea:
         now = self._clock.seconds()
         for instance in self.instances.values():
             if instance.live:
+                if announce_exits:
+                    self._publish_exit(instance, EXIT_DEA_EVACUATION)
                 instance.cancel_timer()
                 instance.state = EVACUATING
                 instance.state_timestamp = now
@@ -291,7 +296,8 @@ class SimulatedDea:
             self.log.warn("dea {uuid}: bad start ignored: {data!r}", uuid=self.uuid,
                           data=message.data[:200])
             return
-        if self.active:
+        # As dea_ng from Feb 2016 (`064a6511`): an evacuating DEA starts nothing.
+        if self.active and not self.evacuating:
             self.start_instance(droplet, version, index, payload.get("behaviour"))
 
     def _on_stop(self, message):

@@ -13,6 +13,15 @@ from health_manager.constants import CRASHED, RUNNING, STARTED, STARTING
 from health_manager.simulation.cloud_controller import FakeCloudController
 from health_manager.simulation.dea import CRASH_ON_START, SimulatedDea, crash_every
 
+# How a DEA evacuates, by dea_ng's era (lib/dea/lifecycle/evacuation_handler.rb):
+# `droplet.exited` DEA_EVACUATION then silence (Nov 2013); those exits and EVACUATING
+# heartbeats until its instances are stopped (Dec 2013 - Jun 2016); EVACUATING heartbeats
+# only (from Jun 2016).
+EVACUATE_BY_EXITS = "exits"
+EVACUATE_BY_EXITS_AND_HEARTBEATS = "exits and heartbeats"
+EVACUATE_BY_HEARTBEATS = "heartbeats"
+EVACUATIONS = (EVACUATE_BY_EXITS, EVACUATE_BY_EXITS_AND_HEARTBEATS, EVACUATE_BY_HEARTBEATS)
+
 
 @attrs.frozen
 class Scenario:
@@ -211,18 +220,20 @@ class Foundation:
         dea.kill(instance.guid)
         return instance.guid
 
-    def evacuate_one(self, with_heartbeats=False):
-        """Evacuate the busiest active DEA, if another one is left. Returns its uuid.
-        `with_heartbeats`: the HM9000 era's way (EVACUATING heartbeats until its instances
-        are stopped), else the Nov 2013 DEA's (`droplet.exited` DEA_EVACUATION)."""
+    def evacuate_one(self, how=EVACUATE_BY_EXITS):
+        """Evacuate the busiest active DEA, if another one is left, the way `how` says
+        (EVACUATIONS). Returns its uuid."""
+        if how not in EVACUATIONS:
+            raise ValueError(f"no such evacuation: {how!r}")
         active = [dea for dea in self.active_deas() if not dea.evacuating]
         if len(active) < 2:
             return None
         dea = max(active, key=lambda d: (len(d.live_instances()), d.uuid))
-        if with_heartbeats:
-            dea.evacuate_with_heartbeats(self.scenario.evacuation_timeout)
-        else:
+        if how == EVACUATE_BY_EXITS:
             dea.evacuate()
+        else:
+            dea.evacuate_with_heartbeats(self.scenario.evacuation_timeout,
+                                         announce_exits=how == EVACUATE_BY_EXITS_AND_HEARTBEATS)
         return dea.uuid
 
     def calm_down(self):

@@ -11,8 +11,8 @@ the command that reruns the same foundation and faults.
 
 `--cc-protocol hm9000`: the CC speaks HM9000's contract (HM9000.md §1.4), every other DEA
 heartbeats over HTTPS with a client certificate (certificates made for the run in a temporary
-directory, removed at the end), and the evacuations are one HM9000-era (EVACUATING
-heartbeats) and one of the Nov 2013 DEA (`droplet.exited` DEA_EVACUATION).
+directory, removed at the end), and DEAs evacuate with EVACUATING heartbeats, once as
+before Jun 2016 (with `droplet.exited` DEA_EVACUATION too) and once as after.
 """
 
 import argparse
@@ -41,6 +41,9 @@ from health_manager.manager import Manager
 from health_manager.simulation import ha_run
 from health_manager.simulation.certificates import client_tls_options, make_certificates
 from health_manager.simulation.foundation import (
+    EVACUATE_BY_EXITS,
+    EVACUATE_BY_EXITS_AND_HEARTBEATS,
+    EVACUATE_BY_HEARTBEATS,
     Foundation,
     Scenario,
     demo_config,
@@ -192,11 +195,13 @@ class HttpsHeartbeatSetup:
 
 
 def evacuation_plan(cc_protocol, chaos_end):
-    """(seconds into the run, with EVACUATING heartbeats?) of each DEA evacuation: an
-    HM9000-era foundation has both kinds, as HM9000 served both (HM9000.md §3.5, §5.6)."""
+    """(seconds into the run, how) of each DEA evacuation: in the HM9000 era DEAs evacuated
+    with EVACUATING heartbeats, until Jun 2016 also announcing `droplet.exited`
+    DEA_EVACUATION (HM9000.md §3.5, §5.6), so such a foundation sees one of each."""
     if cc_protocol == "hm9000":
-        return [(chaos_end / 3, True), (chaos_end * 2 / 3, False)]
-    return [(chaos_end / 2, False)]
+        return [(chaos_end / 3, EVACUATE_BY_EXITS_AND_HEARTBEATS),
+                (chaos_end * 2 / 3, EVACUATE_BY_HEARTBEATS)]
+    return [(chaos_end / 2, EVACUATE_BY_EXITS)]
 
 
 def free_port():
@@ -282,8 +287,8 @@ class SimulationRun:
         self._timers.every(self._args.fault_interval, self._inject_fault, now=False)
         self._timers.every(0.5, self._tick, now=True)
         if not self._args.no_evacuation:
-            for at, with_heartbeats in evacuation_plan(self._args.cc_protocol, chaos_end):
-                self._reactor.callLater(at, self._evacuate, with_heartbeats)
+            for at, how in evacuation_plan(self._args.cc_protocol, chaos_end):
+                self._reactor.callLater(at, self._evacuate, how)
         self._reactor.callLater(chaos_end, self._calm_down)
 
     def _connected(self, bus, timeout):
@@ -319,9 +324,9 @@ class SimulationRun:
         elif self.foundation.crash_random() is not None:
             self.injected_crashes += 1
 
-    def _evacuate(self, with_heartbeats):
+    def _evacuate(self, how):
         assert self.foundation is not None
-        if self.foundation.evacuate_one(with_heartbeats=with_heartbeats) is not None:
+        if self.foundation.evacuate_one(how) is not None:
             self.evacuations += 1
 
     def _calm_down(self):

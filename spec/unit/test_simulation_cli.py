@@ -60,9 +60,15 @@ class SimulateOptionsTests(SynchronousTestCase):
                 self.assertRaises(SystemExit, self.parse, *argv)
 
     def test_evacuation_plan(self):
-        """hm2: one Nov 2013 evacuation mid-chaos; hm9000: an EVACUATING-heartbeat one,
-        then a Nov 2013 one."""
+        """hm2: one Nov 2013 evacuation mid-chaos; hm9000: one as DEAs did it until Jun
+        2016, then one as after."""
+        from health_manager.simulation.foundation import (
+            EVACUATE_BY_EXITS,
+            EVACUATE_BY_EXITS_AND_HEARTBEATS,
+            EVACUATE_BY_HEARTBEATS,
+        )
         from health_manager.simulation.runner import evacuation_plan
 
-        self.assertEqual(evacuation_plan("hm2", 24), [(12, False)])
-        self.assertEqual(evacuation_plan("hm9000", 24), [(8, True), (16, False)])
+        self.assertEqual(evacuation_plan("hm2", 24), [(12, EVACUATE_BY_EXITS)])
+        self.assertEqual(evacuation_plan("hm9000", 24), [
+            (8, EVACUATE_BY_EXITS_AND_HEARTBEATS), (16, EVACUATE_BY_HEARTBEATS)])

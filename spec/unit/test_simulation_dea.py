@@ -243,6 +243,25 @@ class EvacuatingHeartbeatsTests(DeaCase):
         self.assertEqual(self.dea.instances, {})
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_no_more_starts(self):
+        """As dea_ng from Feb 2016: an evacuating DEA takes no start."""
+        self.send_start(index=5)
+        self.assertEqual(sorted(i.index for i in self.dea.instances.values()), [0, 0, 1])
+
+    def test_exits_announced_until_june_2016(self):
+        """With announce_exits (dea_ng before Jun 2016), a droplet.exited DEA_EVACUATION for
+        each instance turned EVACUATING."""
+        dea = SimulatedDea(self.bus, self.clock, "dea-2", heartbeat_interval=10,
+                           startup_delay=0)
+        dea.start()
+        self.addCleanup(dea.stop)
+        instance = dea.start_instance("app-3", "v1", 0)
+        self.clock.advance(0)
+        dea.evacuate_with_heartbeats(timeout=60, announce_exits=True)
+        self.assertEqual([(e["instance"], e["reason"]) for e in self.exits()],
+                         [(instance.guid, "DEA_EVACUATION")])
+        self.assertEqual(instance.state, "EVACUATING")
+
     def test_twice_is_once(self):
         self.dea.evacuate_with_heartbeats(timeout=60)
         self.assertEqual(len(self.bus.published_json("dea.shutdown")), 1)

@@ -6,7 +6,13 @@ from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
 from health_manager.config import build_config
-from health_manager.simulation.foundation import Foundation, Scenario, demo_config
+from health_manager.simulation.foundation import (
+    EVACUATE_BY_EXITS_AND_HEARTBEATS,
+    EVACUATE_BY_HEARTBEATS,
+    Foundation,
+    Scenario,
+    demo_config,
+)
 from health_manager.testing.bus import InMemoryBus
 
 
@@ -142,7 +148,7 @@ class Hm9000FoundationTests(SynchronousTestCase):
         """The HM9000 way: the DEA heartbeats EVACUATING until a replacement runs and
         the evacuating instance is stopped as a duplicate; then it leaves."""
         foundation = self.make(instances=1)
-        uuid = foundation.evacuate_one(with_heartbeats=True)
+        uuid = foundation.evacuate_one(EVACUATE_BY_HEARTBEATS)
         [dea] = [d for d in foundation.deas if d.uuid == uuid]
         [evacuating] = dea.instances.values()
         self.assertEqual(evacuating.state, "EVACUATING")
@@ -160,3 +166,19 @@ class Hm9000FoundationTests(SynchronousTestCase):
             "instance_guid": evacuating.guid, "instance_index": 0, "is_duplicate": True})
         self.assertFalse(dea.active)
         self.assertTrue(foundation.snapshot().healthy)
+
+    def test_evacuation_until_june_2016_also_announces_exits(self):
+        """Dec 2013 - Jun 2016: a droplet.exited DEA_EVACUATION per instance, and the
+        instances stay, EVACUATING, until stopped."""
+        foundation = self.make(instances=1)
+        uuid = foundation.evacuate_one(EVACUATE_BY_EXITS_AND_HEARTBEATS)
+        [dea] = [d for d in foundation.deas if d.uuid == uuid]
+        [evacuating] = dea.instances.values()
+        self.assertEqual([(e["instance"], e["reason"])
+                          for e in self.bus.published_json("droplet.exited")],
+                         [(evacuating.guid, "DEA_EVACUATION")])
+        self.assertEqual(evacuating.state, "EVACUATING")
+
+    def test_unknown_evacuation_refused(self):
+        with self.assertRaises(ValueError):
+            self.make().evacuate_one("teleport")
