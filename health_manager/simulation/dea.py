@@ -63,11 +63,13 @@ class SimulatedDea:
 
     def __init__(self, bus, clock, uuid, heartbeat_interval=10, startup_delay=1.0,
                  crash_lifetime=3600, advertise_interval=5, partition="default", rng=None,
-                 shuffle_heartbeats=False, heartbeats=None):
+                 shuffle_heartbeats=False, heartbeats=None, empty_heartbeats=False):
         """`rng` (a random.Random) spreads crash times by ±50 %; None keeps them exact.
         `shuffle_heartbeats` lists heartbeat entries in a random order (needs `rng`): dea_ng
         promises no order, so the health manager must not depend on one. `heartbeats` (an
-        IHeartbeatSender) delivers them; None: on `bus` as `dea.heartbeat`."""
+        IHeartbeatSender) delivers them; None: on `bus` as `dea.heartbeat`.
+        `empty_heartbeats`: heartbeat with no instances too, as dea_ng from Dec 2014
+        (`0b150047`), so HM9000 could tell an empty DEA from a silent one."""
         self._bus = bus
         self._clock = clock
         self.uuid = uuid
@@ -79,6 +81,7 @@ class SimulatedDea:
         self._shuffle = shuffle_heartbeats and rng is not None
         self.instances = {}  # guid -> SimulatedInstance, in start order
         self._heartbeats = heartbeats if heartbeats is not None else NatsHeartbeats(bus)
+        self._empty_heartbeats = empty_heartbeats
         self.active = False
         self.evacuating = False
         self._evacuation_timeout = None  # the IDelayedCall ending an evacuation
@@ -265,7 +268,7 @@ class SimulatedDea:
 
     def send_heartbeat(self):
         # The 2013 DEA sends no heartbeat when it has no instances.
-        if self.active and self.instances:
+        if self.active and (self.instances or self._empty_heartbeats):
             self._heartbeats.send(self.heartbeat_payload())
             self.heartbeats_sent += 1
 

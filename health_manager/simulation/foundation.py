@@ -134,6 +134,8 @@ class Foundation:
                                       user_count=max(1, scenario.apps // 3),
                                       cc_protocol=cc_protocol)
         self._https_heartbeats = https_heartbeats
+        # DEAs of the HM9000 era (from Dec 2014) heartbeat even with no instance.
+        self._empty_heartbeats = cc_protocol == "hm9000"
         self._bus = bus
         self._partition = partition
         self.deas = [self._make_dea(n) for n in range(scenario.deas)]
@@ -149,7 +151,8 @@ class Foundation:
         return SimulatedDea(self._bus, self._clock, uuid,
                             partition=self._partition, heartbeat_interval=s.heartbeat_interval,
                             startup_delay=s.startup_delay, rng=self._rng,
-                            shuffle_heartbeats=s.shuffle_heartbeats, heartbeats=heartbeats)
+                            shuffle_heartbeats=s.shuffle_heartbeats, heartbeats=heartbeats,
+                            empty_heartbeats=self._empty_heartbeats)
 
     def add_dea(self):
         """A new, empty DEA joins the foundation; fires once it is subscribed."""

@@ -39,6 +39,15 @@ class HeartbeatTests(DeaCase):
         self.clock.advance(30)
         self.assertEqual(self.heartbeats(), [])
 
+    def test_empty_heartbeats_from_december_2014(self):
+        """A DEA built with empty_heartbeats heartbeats with no instance too."""
+        dea = SimulatedDea(self.bus, self.clock, "dea-e", heartbeat_interval=10,
+                           empty_heartbeats=True)
+        dea.start()
+        self.addCleanup(dea.stop)
+        self.clock.advance(10)
+        self.assertIn({"dea": "dea-e", "droplets": []}, self.heartbeats())
+
     def test_heartbeat_fields(self):
         """A heartbeat lists every instance with the §1.2 fields."""
         instance = self.send_start()

@@ -179,6 +179,15 @@ class Hm9000FoundationTests(SynchronousTestCase):
                          [(evacuating.guid, "DEA_EVACUATION")])
         self.assertEqual(evacuating.state, "EVACUATING")
 
+    def test_deas_heartbeat_when_empty(self):
+        """HM9000-era DEAs heartbeat with no instance too."""
+        foundation = self.make(apps=1, instances=1)
+        self.clock.advance(1)
+        empty = {dea.uuid for dea in foundation.deas if not dea.instances}
+        self.assertTrue(empty)
+        self.assertEqual({b["dea"] for b in self.bus.published_json("dea.heartbeat")
+                          if not b["droplets"]}, empty)
+
     def test_unknown_evacuation_refused(self):
         with self.assertRaises(ValueError):
             self.make().evacuate_one("teleport")
