@@ -5,6 +5,7 @@ from twisted.internet import task
 from health_manager.actual_state import ActualState
 from health_manager.config import build_config
 from health_manager.constants import STAGED, STARTED
+from health_manager.contracts.hm2.reporter import Reporter
 from health_manager.freshness import ActualFreshness
 from health_manager.ha.handover import Handover
 from health_manager.ha.journal import Journal
@@ -13,7 +14,6 @@ from health_manager.metrics import Metrics
 from health_manager.model.desired_app import DesiredApp
 from health_manager.model.registry import DropletRegistry
 from health_manager.nudger import Nudger
-from health_manager.reporter import Reporter
 from health_manager.scheduler import Scheduler
 from health_manager.testing.bus import InMemoryBus
 from health_manager.testing.desired import FakeDesiredState
