@@ -4,6 +4,7 @@ The CF collector's rule (cloudfoundry/collector `fetch_healthz`): healthy when
 `body.strip.downcase == "ok"`. It must hold for every state and every reason text.
 """
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
@@ -16,6 +17,8 @@ from health_manager.web.healthz import prefers_json, unavailable_body
 from health_manager.web.status_server import StatusServer, Vitals
 from spec.status_support import make_view
 from spec.unit.test_status_server import START, VITALS, auth, http, make_config
+from spec.unit.test_web_metrics import Standby
+from spec.unit.view_rig import ViewRig
 
 
 def collector_healthy(body: bytes) -> bool:
@@ -101,3 +104,14 @@ class CollectorRuleTests(SynchronousTestCase):
         # is 180 s, counted from start-up before the first load).
         stale_for = elapsed if loaded_ago is None else loaded_ago
         self.assertEqual(code, 200 if connected and (fresh or stale_for <= 180) else 503)
+
+
+class StandbyTests(SynchronousTestCase):
+    def test_healthy_standby_says_ok(self):
+        """An HA standby that could lead is healthy: `ok` as text, ha_role standby in the
+        JSON view."""
+        rig = ViewRig(leadership=Standby())
+        code, headers, body = rig.get(b"/healthz")
+        self.assertEqual((code, headers[b"content-type"], body), (200, b"text/plain", b"ok"))
+        code, _headers, body = rig.get(b"/healthz?format=json")
+        self.assertEqual((code, orjson.loads(body)["ha_role"]), (200, "standby"))
