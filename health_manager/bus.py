@@ -25,7 +25,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from health_manager.config import redact_servers
+from health_manager.config import redact_servers, split_servers
 from health_manager.interfaces import BusMessage, IMessageBus, ISubscription, RequestTimeout
 
 _STATUS = nats.js.api.Header.STATUS.value
@@ -54,14 +54,18 @@ class OutageLog:
 
     log = Logger(namespace="health_manager.bus.NatsBus")
 
-    def __init__(self, clock, url, cap, reminder=UNREACHABLE_REMINDER):
-        """`cap` is the longest wait between two attempts (the backoff's ceiling)."""
+    def __init__(self, clock, url, cap, reminder=UNREACHABLE_REMINDER, servers=1):
+        """`cap` is the longest wait between two attempts (the backoff's ceiling);
+        `servers` are configured: NATS is unreachable once as many attempts failed (one
+        member of a cluster down is no outage while another answers)."""
         self._clock = clock
         self._url = url
         self._cap = cap
         self._reminder = reminder
+        self._servers = servers
         self._since = None  # when the outage began, None while connected
         self._logged_at = None
+        self._announced = False  # its first line is out
         self.failures = 0
 
     def disconnected(self):
@@ -69,13 +73,19 @@ class OutageLog:
         if self._since is None:
             self._since = self._logged_at = self._clock.seconds()
             self.failures = 0
+            self._announced = True
 
     def failed(self, error, retry):
         """One failed attempt; `retry` is the current delay before the next one."""
         now = self._clock.seconds()
         self.failures += 1
         if self._since is None:
-            self._since = self._logged_at = now
+            self._since = now
+        if not self._announced:
+            if self.failures < self._servers:
+                return
+            self._announced = True
+            self._logged_at = now
             self.log.warn("NATS unreachable at {url}: {error}; retrying after {retry:g} s, "
                           "backing off to every {cap:g} s; a reminder every {reminder:g} s",
                           url=self._url, error=error, retry=retry, cap=self._cap,
@@ -90,6 +100,7 @@ class OutageLog:
         """Connected: returns (seconds, failed attempts) of the outage that ended, if any."""
         since, self._since = self._since, None
         failures, self.failures = self.failures, 0
+        self._announced = False
         return None if since is None else (self._clock.seconds() - since, failures)
 
 
@@ -195,7 +206,7 @@ class NatsBus:
         self._reactor = reactor
         self._loop = reactor._asyncioEventloop
         if isinstance(servers, str):
-            servers = [uri.strip() for uri in servers.split(",")]
+            servers = [uri.strip() for uri in split_servers(servers)]
         self._safe_url = redact_servers(servers)
         # The credentials go to nats-py as options, not inside the URIs: it then uses them on
         # the servers the cluster announces too, and sees those as the ones configured.
@@ -217,7 +228,8 @@ class NatsBus:
         self.slow_consumer_drops = 0
         self.reconnects = 0  # connections regained after the first
         self._ever_connected = False
-        self._outage = OutageLog(reactor, self._safe_url, max_retry_delay)
+        self._outage = OutageLog(reactor, self._safe_url, max_retry_delay,
+                                 servers=len(servers))
         self._last_slow_consumer_log = None
         self._listeners: list[Callable[[bool], object]] = []
         self._subscriptions: list[NatsSubscription] = []

@@ -6,6 +6,7 @@ Invalid values raise ConfigError naming the key; unknown keys become warnings.
 
 import difflib
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -487,7 +488,9 @@ def nats_servers(value: object, key: str, warnings: list[str]) -> tuple[str, ...
     if value is None or value == []:
         raise ConfigError(key, "is required")
     if isinstance(value, str):
-        items = value.split(",")
+        if not value.strip():
+            raise ConfigError(key, "must be a non-empty string")
+        items = split_servers(value)
     elif isinstance(value, list) and all(isinstance(item, str) for item in value):
         items = value
     else:
@@ -496,9 +499,8 @@ def nats_servers(value: object, key: str, warnings: list[str]) -> tuple[str, ...
     servers: list[str] = []
     for item in items:
         uri = item.strip()
-        if not uri:
-            raise ConfigError(key, "holds an empty server address (a comma too many?)"
-                              if len(items) > 1 else "must be a non-empty string")
+        if not uri or uri.endswith(","):
+            raise ConfigError(key, "holds an empty server address (a comma too many?)")
         _check_nats_uri(uri, key)
         if uri in servers:
             warnings.append(f"{_where(key)} lists {redact_uri(uri)!r} twice; it is used once")
@@ -508,6 +510,15 @@ def nats_servers(value: object, key: str, warnings: list[str]) -> tuple[str, ...
         raise ConfigError(key, "every server must carry the same user and password (or "
                                f"none), got {redact_servers(servers)!r}")
     return tuple(servers)
+
+
+# A comma starts another server only where a URI follows: a password may hold commas.
+_NEXT_SERVER = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+def split_servers(value: str) -> list[str]:
+    """`mbus` as written, one string: its servers."""
+    return _NEXT_SERVER.split(value)
 
 
 def redact_servers(servers: Iterable[str]) -> str:
