@@ -54,28 +54,32 @@ class NatsCluster:
     """`size` nats-servers routed into one cluster on loopback, as a foundation runs NATS:
     each has its client port, a route port with routes to every other, and a monitoring
     port. A killed member restarts on the same ports and joins again. Blocking, like
-    NatsServer: for tests and the simulator."""
+    NatsServer: for tests and the simulator.
 
-    def __init__(self, size=3, user=None, password=None, host="127.0.0.1", name="hm"):
-        route_ports = [free_port(host) for _ in range(size)]
-        self.monitor_ports = [free_port(host) for _ in range(size)]
+    `hosts`: one loopback address per member instead of `size` on 127.0.0.1; `port`: one
+    client port for every member (on distinct hosts), as a BOSH manifest's nats.port."""
+
+    def __init__(self, size=3, user=None, password=None, hosts=None, port=None, name="hm"):
+        hosts = list(hosts or ["127.0.0.1"] * size)
+        routes = [f"nats://{host}:{free_port(host)}" for host in hosts]
+        self.monitor_ports = [free_port(host) for host in hosts]
         self.servers = [
-            NatsServer(user=user, password=password, host=host, extra_args=[
+            NatsServer(port=port, user=user, password=password, host=host, extra_args=[
                 "--cluster_name", name,
-                "--cluster", f"nats://{host}:{route_ports[n]}",
-                "--routes", ",".join(f"nats://{host}:{port}" for i, port in
-                                     enumerate(route_ports) if i != n),
+                "--cluster", routes[n],
+                "--routes", ",".join(route for i, route in enumerate(routes) if i != n),
                 "-m", str(self.monitor_ports[n])])
-            for n in range(size)]
+            for n, host in enumerate(hosts)]
 
     @property
     def url(self):
         """Every member's URI, comma-separated, as `mbus` lists a cluster."""
         return ",".join(server.url for server in self.servers)
 
-    def member_on(self, port):
-        """The member serving clients on `port`."""
-        return next(server for server in self.servers if server.port == port)
+    def member_on(self, port, host="127.0.0.1"):
+        """The member serving clients on `host`:`port`."""
+        return next(server for server in self.servers
+                    if (server.host, server.port) == (host, port))
 
     def start(self, timeout=10.0):
         for server in self.servers:
