@@ -193,9 +193,8 @@ class NatsBus:
     log = Logger()
 
     def __init__(self, reactor, servers: str | Sequence[str], name="health_manager",
-                 reconnect_time_wait=1.0,
-                 max_retry_delay=10.0, connect_timeout=2.0, ping_interval=30,
-                 pending_size=64 * 1024 * 1024, stop_timeout=4.0,
+                 reconnect_time_wait=1.0, max_retry_delay=10.0, connect_timeout=2.0,
+                 ping_interval=30, pending_size=64 * 1024 * 1024, stop_timeout=4.0,
                  client_factory=nats.aio.client.Client):
         """`servers`: a cluster's nats:// URIs, as a list or separated by commas as in
         `mbus`, all with the same credentials (config.nats_servers checks that).
