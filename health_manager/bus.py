@@ -6,9 +6,10 @@ handed to the client once it is up. After that nats-py buffers publications and 
 subscriptions across reconnects by itself, so this module never resubscribes on a reconnect
 (HM 2.0's cf-message-bus did, and processed messages twice after an outage).
 
-A NATS cluster is several servers: nats-py connects to one, picked at random (as the Ruby
-client did, so the HMs of a foundation spread over the cluster), and on a drop tries the
-others, including those the cluster announces, each with the same credentials.
+A NATS cluster is several servers: nats-py connects to one, picked at random (its default,
+as most NATS clients do, so that clients spread over the cluster and do not all reconnect
+to one), and on a drop tries the others in a new random order, including those the
+cluster announces (INFO connect_urls), each with the same credentials.
 `server` names the one it is on, and the log says so on each (re)connection.
 """
 
