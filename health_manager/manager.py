@@ -16,7 +16,7 @@ from health_manager.actual_state import ActualState
 from health_manager.blackbox import BlackBoxDriver
 from health_manager.bus import NatsBus
 from health_manager.component import Component
-from health_manager.config import redact_uri
+from health_manager.config import redact_servers
 from health_manager.contracts.hm2.reporter import Reporter
 from health_manager.contracts.selection import contract_for
 from health_manager.desired_state import DesiredState
@@ -161,7 +161,7 @@ class Manager(MultiService):
             # "started" only once it can work: until then, say what it waits for.
             self._waiting_for_nats = True
             self.log.info("health manager waiting for NATS at {url}",
-                          url=redact_uri(self.config.mbus))
+                          url=redact_servers(self.config.mbus))
 
     def _log_started(self):
         self._waiting_for_nats = False

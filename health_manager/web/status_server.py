@@ -289,8 +289,10 @@ class StatusServer(Service):
             config=self._config_view,
             log_counts=self._log_counts.as_dict(),
             state="RUNNING",
-            nats_connected=bool(self._view.facts().nats_connected),
         )
+        facts = self._view.facts()
+        # Which server of a NATS cluster this HM is on; null while disconnected.
+        varz.update(nats_connected=bool(facts.nats_connected), nats_server=facts.nats_server)
         return varz
 
     def _render_varz(self, request):
