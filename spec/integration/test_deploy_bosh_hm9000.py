@@ -217,6 +217,21 @@ class RenderingTests(TestCase):
         self.assertEqual(config["bulk_api"]["batch_size"], 250)
         self.assertEqual(config["hm9000"]["api_port"], 5156)
 
+    def test_local_route_from_networks_apps_or_the_default_network(self):
+        """networks.apps picks the network whose IP /varz binds to; unset, the default
+        network's (as HM9000's templates chose); naming no network of the instance fails."""
+        networks = {"cf1": {"ip": "10.0.16.5"}, "cf2": {"ip": "10.0.32.5",
+                                                        "default": ["dns", "gateway"]}}
+        data = fragment("hm9000_defaults")
+        data["instance"]["networks"] = networks
+        config, _ = self.rendered(data)
+        self.assertEqual(config["local_route"], "10.0.32.5")
+        config, _ = self.rendered(with_properties(data, {"networks.apps": "cf1"}))
+        self.assertEqual(config["local_route"], "10.0.16.5")
+        code, _, err = render_job(self, with_properties(data, {"networks.apps": "apps"}))
+        self.assertNotEqual(code, 0)
+        self.assertIn('networks.apps names "apps"', err)
+
     def test_two_nats_machines(self):
         """nats.machines of two servers: two URIs in mbus, comma-separated, in order."""
         config, _ = self.rendered(fragment("hm9000_defaults", **{
