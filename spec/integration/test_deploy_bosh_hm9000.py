@@ -400,11 +400,17 @@ class ConsulServicesTests(TestCase):
         self.assertEqual(set(names), {"hm9000", "listener-hm9000"})
         with open(JOB_SPEC) as f:
             installed = set(yaml.safe_load(f)["templates"].values())
+        with open(GUIDE) as f:
+            added = "\n".join(line for block in re.findall(r"```diff\n(.*?)```", f.read(), re.S)
+                              for line in block.splitlines() if line.startswith("+"))
+        self.assertIn("+  - name: health_manager_hm9000", added)
         for name, script in (("hm9000", "dns_health_check"),
                              ("listener-hm9000", "listener_dns_health_check")):
-            self.assertEqual(names[name]["check"]["script"],
-                             f"/var/vcap/jobs/health_manager_hm9000/bin/{script}")
+            path = f"/var/vcap/jobs/health_manager_hm9000/bin/{script}"
+            self.assertEqual(names[name]["check"]["script"], path)
             self.assertIn(f"bin/{script}", installed)
+            # The diff a reader applies says the same as the resulting job.
+            self.assertIn(f"script: {path},", added)
 
     def test_checks_follow_the_ports_the_hm_listens_on(self):
         """The hm9000 check passes (exit 0) while something listens on hm9000.port and is
