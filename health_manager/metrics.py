@@ -148,6 +148,9 @@ class Metrics:
         "health_stop_messages_sent",
         "instance_heartbeats_received",
         "bulk_api_errors",
+        # Bulk API answers 401: wrong credentials (configured ones, or NATS-given ones
+        # that changed).
+        "bulk_api_unauthorized",
         "bulk_credentials_requests",
         "flapping_restarts_given_up",
         # A queued start found unneeded when its turn came (its index came back meanwhile).
@@ -166,6 +169,7 @@ class Metrics:
     health_stop_messages_sent: int
     instance_heartbeats_received: int
     bulk_api_errors: int
+    bulk_api_unauthorized: int
     bulk_credentials_requests: int
     flapping_restarts_given_up: int
     queued_starts_dropped: int
@@ -372,6 +376,9 @@ class Metrics:
             ("bulk_credentials_requests_total", "counter",
              "Bulk API credentials requested over NATS.",
              [({}, self.bulk_credentials_requests)]),
+            ("bulk_api_unauthorized_total", "counter",
+             "Bulk API requests refused with HTTP 401 (wrong credentials).",
+             [({}, self.bulk_api_unauthorized)]),
             ("actual_state_fresh", "gauge",
              "1 when the heartbeats can be trusted to be complete, else 0.",
              [({}, int(facts.actual_fresh))]),
