@@ -325,6 +325,18 @@ class PassTests(GaugesTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertIsNone(self.gauges.values())
 
+    def test_stop_lets_the_scheduler_stop(self):
+        """A pass cut by Scheduler.stop() (its next slice cancelled) would keep idle()
+        waiting for ever; stop() ends it, so stopping the health manager does not hang."""
+        for n in range(5):
+            self.app(f"app-{n}")
+        self.scheduler.start()
+        self.scheduler.track(self.gauges.update())
+        idle = self.scheduler.stop()
+        self.assertFalse(idle.called)
+        self.gauges.stop()
+        self.assertTrue(idle.called)
+
     def test_a_failing_pass_is_logged_and_unknown(self):
         """A droplet that breaks the count makes that pass unknown, logged; the next one
         counts again."""

@@ -17,10 +17,16 @@ that is desired or heartbeating; here it is a droplet's version. For each:
 - NumberOfCrashedInstances: the crashed instances of the droplet still heard (a DEA lists
   a crashed instance in its heartbeats until it reaps it), across versions.
 
-Where the model differs from HM9000's store (said in the issue's closing note): an index
-"reports" while a live instance holds it or its slot is CRASHED/FLAPPING; HM9000 counted
-any heartbeat, so an index whose crashed instance its DEA has reaped was "missing" there
-and is not here, and an EVACUATING-only index counted as reporting there.
+Where this differs from HM9000 (for the issue's closing note):
+- an index "reports" while a live instance holds it or its slot is CRASHED/FLAPPING;
+  HM9000 counted any heartbeat, so an index whose crashed instance its DEA has reaped was
+  "missing" there and is not here, and an EVACUATING-only index reported there;
+- "desired" is what the policy acts on: described by the CC within `desired_state_lost`
+  (HM9000: listed by the last complete fetch);
+- crashed instances are those heard (CRASHED heartbeat or crash exit) within
+  `droplet_lost`, per droplet, not per version;
+- the values are at most `droplets_analysis` (20 s) old; HM9000's were from the last
+  analysis (60 s cycle from 2016-04) or, before 2016-01, computed at each /varz read.
 
 The walk runs every `intervals.droplets_analysis` seconds, a slice of droplets per reactor
 turn like the analysis pass, so reading the gauges costs nothing. A pass counts only when
