@@ -11,7 +11,7 @@ from health_manager.testing.bus import InMemoryBus
 from health_manager.testing.orders import start_order
 
 BASE = {"mbus": "nats://127.0.0.1:4222", "bulk_api": {"host": "h"}}
-HM9000 = {"cc_protocol": "hm9000",
+HM9000 = {"mbus": "nats://127.0.0.1:4222", "cc_protocol": "hm9000",
           "bulk_api": {"host": "h", "user": "bulk_api", "password": "secret"},
           "hm9000": {"api_port": 0, "api_user": "internal", "api_password": "secret"}}
 
