@@ -210,8 +210,10 @@ class Manager(MultiService):
         if self.lease is not None:
             # First, so a standby takes over within about one retry period.
             await self.lease.stop()
+        # A pass cut off mid-way by the scheduler's stop would keep `work` waiting.
+        self.harmonizer.stop()
         if self.hm9000_gauges is not None:
-            self.hm9000_gauges.stop()  # a pass cut off mid-way would keep `work` waiting
+            self.hm9000_gauges.stop()
         work = self.scheduler.stop()
         self.desired_state.stop()
         dropped = self.nudger.discard_pending()
