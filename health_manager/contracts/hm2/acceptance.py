@@ -6,10 +6,11 @@ app (None when it has none) and the decoded payload; the simulated CC and the te
 from typing import Any, TypeGuard
 
 from health_manager.constants import FAILED, STARTED
+from health_manager.contracts.hm2.messages import START_SUBJECT, STOP_SUBJECT
 from health_manager.contracts.verdict import CcApp, StartVerdict, StopVerdict
 
-START_SUBJECT = "health.start"
-STOP_SUBJECT = "health.stop"
+__all__ = ["START_SUBJECT", "STOP_SUBJECT", "RESPONDENT_QUEUE", "judge_start", "judge_stop"]
+
 RESPONDENT_QUEUE = "cc"
 
 MALFORMED = "malformed request"
