@@ -95,6 +95,9 @@ class FakeCloudController:
                              f"not {cc_protocol!r}")
         self.cc_protocol = cc_protocol
         self._contract = RESPONDENTS[cc_protocol]
+        # The subjects its respondent acts on, for the view to name the HM's messages.
+        self.start_subject = self._contract.START_SUBJECT
+        self.stop_subject = self._contract.STOP_SUBJECT
         self._bus = bus
         self._clock = clock
         self._reactor = reactor if reactor is not None else clock

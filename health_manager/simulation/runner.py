@@ -347,7 +347,7 @@ class SimulationRun:
             self.finish()
 
     def progress(self, elapsed):
-        assert self.manager is not None
+        assert self.manager is not None and self.foundation is not None
         metrics = self.manager.metrics
         return Progress(
             elapsed=elapsed, duration=self._args.duration, phase=self.phase,
@@ -358,6 +358,8 @@ class SimulationRun:
             hm_given_up=metrics.flapping_restarts_given_up,
             errors=self._errors.count,
             heal_time=(None if self.healed_at is None else self.healed_at - self.calm_at),
+            start_subject=self.foundation.cc.start_subject,
+            stop_subject=self.foundation.cc.stop_subject,
             status_url=self.status_url)
 
     # --- the end ---------------------------------------------------------------------------

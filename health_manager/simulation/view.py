@@ -27,6 +27,9 @@ class Progress:
     errors: int = 0
     heal_time: float | None = None  # seconds from the end of the chaos to HEALED
     status_url: str = ""  # the health manager's status page
+    # What the health manager's starts and stops are called in the contract spoken.
+    start_subject: str = "health.start"
+    stop_subject: str = "health.stop"
 
 
 LEGEND = (
@@ -34,8 +37,9 @@ LEGEND = (
     "                of each app for an hour); they are not running and need no action.\n"
     "  extra:        RUNNING instances beyond one per desired index (duplicates, indices\n"
     "                above the desired count, old versions) that the HM should stop.\n"
-    "  refused:      requests the Cloud Controller did not act on (PROTOCOL.md §3); a few\n"
-    "                come from apps that changed while the HM's desired state lagged.")
+    "  refused:      requests the Cloud Controller did not act on (PROTOCOL.md §3,\n"
+    "                HM9000.md §1.4); a few come from apps that changed while the HM's\n"
+    "                desired state lagged.")
 
 
 def plural(count, noun, plural_form=None):
@@ -100,7 +104,8 @@ def render_panel(s, p, rate):
         f"{plural(p.injected_kills, 'silent kill')} injected, "
         f"{plural(p.evacuations, 'DEA evacuation')}; "
         f"{plural(s.crashes, 'crash', 'crashes')} in all",
-        f"  HM sent    {p.hm_starts_sent} health.start, {p.hm_stops_sent} health.stop"
+        f"  HM sent    {p.hm_starts_sent} {p.start_subject}, "
+        f"{p.hm_stops_sent} {p.stop_subject}"
         f"  ({p.hm_given_up} flapping restarts given up)",
         f"  CC         starts {s.starts_accepted} accepted / {s.starts_refused} refused, "
         f"stops {s.stops_accepted} accepted / {s.stops_refused} refused",
@@ -143,8 +148,8 @@ def render_summary(s, p):
         f"  faults injected: {plural(p.injected_crashes, 'crash', 'crashes')}, "
         f"{plural(p.injected_kills, 'silent kill')}, "
         f"{plural(p.evacuations, 'DEA evacuation')}; crashes in all: {s.crashes}",
-        f"  health manager sent: {p.hm_starts_sent} health.start, "
-        f"{p.hm_stops_sent} health.stop",
+        f"  health manager sent: {p.hm_starts_sent} {p.start_subject}, "
+        f"{p.hm_stops_sent} {p.stop_subject}",
         f"  cloud controller: starts {s.starts_accepted} accepted, {s.starts_refused} refused; "
         f"stops {s.stops_accepted} accepted, {s.stops_refused} refused",
         f"  errors logged: {p.errors}",

@@ -66,6 +66,15 @@ class ViewTests(SynchronousTestCase):
         for term in ("crashed kept:", "extra:", "refused:"):
             self.assertIn(term, text)
 
+    def test_messages_named_as_the_contract_spoken(self):
+        """The health manager's starts and stops go by the contract's subjects."""
+        out = io.StringIO()
+        progress = Progress(elapsed=30, duration=40, phase="settling", hm_starts_sent=3,
+                            hm_stops_sent=1, start_subject="hm9000.start",
+                            stop_subject="hm9000.stop")
+        View(out, tty=False).summary(snapshot(30), progress)
+        self.assertIn("health manager sent: 3 hm9000.start, 1 hm9000.stop", out.getvalue())
+
     def test_interrupted_run_is_not_judged(self):
         """An interrupted run says so instead of NOT HEALED."""
         out = io.StringIO()
