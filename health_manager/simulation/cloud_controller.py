@@ -284,7 +284,6 @@ class FakeCloudController:
         if not accepted:
             self.log.info("cc refused {contract} {op} for {droplet}: {reason}",
                           contract=self.cc_protocol, op=op, droplet=droplet, reason=reason)
-        return accepted
 
     def _app_named(self, payload):
         droplet = payload.get("droplet") if isinstance(payload, dict) else None
@@ -292,10 +291,11 @@ class FakeCloudController:
 
     def _on_start_request(self, message):
         payload = _decode(message.data)
-        verdict = self._contract.judge_start(self._app_named(payload), payload)
+        app = self._app_named(payload)
+        verdict = self._contract.judge_start(app, payload)
         self._decide("start", payload, verdict.accepted, verdict.reason)
         if verdict.accepted:
-            self.start_instances(self.apps[payload["droplet"]], verdict.indices)
+            self.start_instances(app, verdict.indices)
 
     def _on_stop_request(self, message):
         payload = _decode(message.data)
