@@ -134,6 +134,7 @@ class Foundation:
                                       user_count=max(1, scenario.apps // 3),
                                       cc_protocol=cc_protocol)
         self._https_heartbeats = https_heartbeats
+        self.https_senders = []  # the IHeartbeatSenders https_heartbeats made
         # DEAs of the HM9000 era (from Dec 2014) heartbeat even with no instance.
         self._empty_heartbeats = cc_protocol == "hm9000"
         self._bus = bus
@@ -148,6 +149,7 @@ class Foundation:
         heartbeats = None
         if self._https_heartbeats is not None and n % 2 == 1:
             heartbeats = self._https_heartbeats(uuid)
+            self.https_senders.append(heartbeats)
         return SimulatedDea(self._bus, self._clock, uuid,
                             partition=self._partition, heartbeat_interval=s.heartbeat_interval,
                             startup_delay=s.startup_delay, rng=self._rng,

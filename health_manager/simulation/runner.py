@@ -204,6 +204,14 @@ def evacuation_plan(cc_protocol, chaos_end):
     return [(chaos_end / 2, EVACUATE_BY_EXITS)]
 
 
+def https_heartbeat_counts(senders):
+    """(accepted, refused, failed) over HttpsHeartbeats senders; None when there are none."""
+    if not senders:
+        return None
+    return (sum(s.accepted for s in senders), sum(s.refused for s in senders),
+            sum(s.failed for s in senders))
+
+
 def free_port():
     """A loopback TCP port nothing listens on right now. The health manager binds it a
     moment later; another process taking it first makes the listener fail loudly."""
@@ -360,6 +368,7 @@ class SimulationRun:
             heal_time=(None if self.healed_at is None else self.healed_at - self.calm_at),
             start_subject=self.foundation.cc.start_subject,
             stop_subject=self.foundation.cc.stop_subject,
+            https_heartbeats=https_heartbeat_counts(self.foundation.https_senders),
             status_url=self.status_url)
 
     # --- the end ---------------------------------------------------------------------------

@@ -30,6 +30,8 @@ class Progress:
     # What the health manager's starts and stops are called in the contract spoken.
     start_subject: str = "health.start"
     stop_subject: str = "health.stop"
+    # (accepted, refused, failed) HTTPS heartbeats of the DEAs sending them; None: no DEA does.
+    https_heartbeats: tuple[int, int, int] | None = None
 
 
 LEGEND = (
@@ -127,6 +129,14 @@ def render_line(s, p, rate):
             f"deas {s.deas_active} hb/s {rate:.1f}")
 
 
+def _https_line(p):
+    if p.https_heartbeats is None:
+        return []
+    accepted, refused, failed = p.https_heartbeats
+    return [f"  HTTPS heartbeats: {accepted} accepted (202), {refused} refused, "
+            f"{failed} failed"]
+
+
 def render_summary(s, p):
     if p.phase == "interrupted":
         verdict = "INTERRUPTED before the faults ended: not judged"
@@ -152,6 +162,7 @@ def render_summary(s, p):
         f"{p.hm_stops_sent} {p.stop_subject}",
         f"  cloud controller: starts {s.starts_accepted} accepted, {s.starts_refused} refused; "
         f"stops {s.stops_accepted} accepted, {s.stops_refused} refused",
+        *_https_line(p),
         f"  errors logged: {p.errors}",
         LEGEND,
         heal + verdict,

@@ -13,6 +13,7 @@ from health_manager.simulation.foundation import (
     Scenario,
     demo_config,
 )
+from health_manager.simulation.heartbeats import NatsHeartbeats
 from health_manager.testing.bus import InMemoryBus
 
 
@@ -139,10 +140,12 @@ class Hm9000FoundationTests(SynchronousTestCase):
 
         def https_heartbeats(uuid):
             asked.append(uuid)
-            return None  # the DEA's default: NATS
+            # Any IHeartbeatSender will do here; the HTTPS one needs a real reactor.
+            return NatsHeartbeats(self.bus)
 
-        self.make(https_heartbeats=https_heartbeats)
+        foundation = self.make(https_heartbeats=https_heartbeats)
         self.assertEqual(asked, ["1-dea01", "3-dea03"])
+        self.assertEqual(len(foundation.https_senders), 2)
 
     def test_evacuation_with_heartbeats_is_replaced_then_stopped(self):
         """The HM9000 way: the DEA heartbeats EVACUATING until a replacement runs and

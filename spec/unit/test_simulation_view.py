@@ -74,6 +74,15 @@ class ViewTests(SynchronousTestCase):
                             stop_subject="hm9000.stop")
         View(out, tty=False).summary(snapshot(30), progress)
         self.assertIn("health manager sent: 3 hm9000.start, 1 hm9000.stop", out.getvalue())
+        self.assertNotIn("HTTPS heartbeats", out.getvalue())
+
+    def test_https_heartbeats_counted_when_sent(self):
+        out = io.StringIO()
+        progress = Progress(elapsed=30, duration=40, phase="settling",
+                            https_heartbeats=(40, 1, 2))
+        View(out, tty=False).summary(snapshot(30), progress)
+        self.assertIn("HTTPS heartbeats: 40 accepted (202), 1 refused, 2 failed",
+                      out.getvalue())
 
     def test_interrupted_run_is_not_judged(self):
         """An interrupted run says so instead of NOT HEALED."""
