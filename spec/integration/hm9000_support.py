@@ -1,0 +1,163 @@
+"""The HM9000 contract's servers wired as a health manager wires them, on the asyncio
+reactor and a real nats-server: ActualState feeding the heartbeat ledger, the NATS and HTTP
+app-state APIs, the HTTPS heartbeat listener; and certificates made by the test (trustme).
+
+trustme, not hand-written `cryptography` code: it makes a CA and the certificates it signs
+(server and client usage, IP SANs) in three calls, so the tests hold no certificate code of
+their own to get wrong.
+"""
+
+import os
+
+import orjson
+import treq
+import trustme
+from treq.client import HTTPClient
+from twisted.internet import defer, ssl
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+from health_manager.actual_state import ActualState
+from health_manager.bus import NatsBus
+from health_manager.contracts.hm9000.app_state import AppStateRenderer
+from health_manager.contracts.hm9000.heartbeat_listener import HeartbeatListener
+from health_manager.contracts.hm9000.http_api import BulkAppStateServer
+from health_manager.contracts.hm9000.ledger import HeartbeatLedger
+from health_manager.contracts.hm9000.nats_api import NatsAppStateApi
+from health_manager.freshness import ActualFreshness
+from health_manager.harmonizer import Harmonizer
+from health_manager.metrics import Metrics
+from health_manager.model.desired_app import DesiredApp
+from health_manager.model.registry import DropletRegistry
+from health_manager.nudger import Nudger
+from health_manager.scheduler import Scheduler
+from health_manager.testing.desired import FakeDesiredState
+from spec.integration.support import wait_until
+from spec.unit.policy_rig import make_config
+
+API_USER, API_PASSWORD = "internal_user", "api-Pa55-never-shown"
+DROPLET_LOST = 1.0
+
+
+class Certificates:
+    """A CA, a server certificate for 127.0.0.1 and a DEA client certificate it signed,
+    as files for the listener and as Twisted objects for the clients; plus a client
+    certificate from another CA."""
+
+    def __init__(self, directory):
+        os.makedirs(directory, exist_ok=True)
+        self.ca = trustme.CA()
+        server = self.ca.issue_cert("127.0.0.1", "localhost")
+        self.cert_file = os.path.join(directory, "server.crt")
+        self.key_file = os.path.join(directory, "server.key")
+        self.ca_file = os.path.join(directory, "ca.crt")
+        for blob, path in ((server.cert_chain_pems[0], self.cert_file),
+                           (server.private_key_pem, self.key_file),
+                           (self.ca.cert_pem, self.ca_file)):
+            blob.write_to_path(path)
+        self.client = _private(self.ca.issue_cert("dea-1.example.com"))
+        self.foreign_client = _private(trustme.CA().issue_cert("dea-1.example.com"))
+        self.authority = ssl.Certificate.loadPEM(self.ca.cert_pem.bytes())
+
+
+def _private(leaf):
+    return ssl.PrivateCertificate.loadPEM(leaf.private_key_and_cert_chain_pem.bytes())
+
+
+@implementer(IPolicyForHTTPS)
+class ClientTls:
+    """A DEA's TLS: trusts `authority`, presents `certificate` (or none)."""
+
+    def __init__(self, authority, certificate=None):
+        self._authority = authority
+        self._certificate = certificate
+
+    def creatorForNetloc(self, hostname, port):  # noqa: N802 (Twisted's interface)
+        return ssl.optionsForClientTLS(hostname.decode("ascii"), trustRoot=self._authority,
+                                       clientCertificate=self._certificate)
+
+
+def https_client(reactor, policy):
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool)), pool
+
+
+class Hm9000Stack:
+    """One health manager's HM9000 contract servers on `nats_url`, a Manager's wiring in
+    small: `await start()`, then `stop()` in the test's cleanup."""
+
+    def __init__(self, reactor, nats_url, certificates=None, api_port=0):
+        self.reactor = reactor
+        config = make_config({"droplet_lost": DROPLET_LOST})
+        intervals = config.intervals
+        self.metrics = Metrics()
+        self.counters = self.metrics.enable_hm9000()
+        self.scheduler = Scheduler(reactor)
+        self.bus = NatsBus(reactor, nats_url, name="hm9000-stack")
+        self.registry = DropletRegistry()
+        self.freshness = ActualFreshness(self.scheduler, intervals.droplet_lost)
+        nudger = Nudger(self.scheduler, self.bus, self.metrics, intervals.queue_batch_size,
+                        intervals.request_queue)
+        harmonizer = Harmonizer(config, self.scheduler, self.registry, nudger,
+                                FakeDesiredState(), self.freshness, self.metrics)
+        self.ledger = HeartbeatLedger(reactor, intervals.droplet_lost, self.counters)
+        self.actual_state = ActualState(config, self.bus, self.registry, harmonizer,
+                                        self.freshness, self.metrics, self.scheduler,
+                                        heartbeat_observer=self.ledger.on_heartbeat)
+        renderer = AppStateRenderer(self.registry, self.ledger, self.freshness, reactor,
+                                    intervals.flapping_timeout)
+        self.nats_api = NatsAppStateApi(self.bus, renderer, reactor, self.counters)
+        self.api = BulkAppStateServer(reactor, renderer, self.counters, api_port,
+                                      "127.0.0.1", API_USER, API_PASSWORD)
+        self.listener = None
+        if certificates is not None:
+            self.listener = HeartbeatListener(
+                reactor, self.bus, self.counters, 0, "127.0.0.1", certificates.cert_file,
+                certificates.key_file, certificates.ca_file)
+        self.http_pool = HTTPConnectionPool(reactor, persistent=False)
+        self.http = HTTPClient(Agent(reactor, pool=self.http_pool))
+
+    async def start(self):
+        self.bus.start()
+        await wait_until(lambda: self.bus.connected, what="stack connected to NATS")
+        await defer.gatherResults([self.actual_state.subscribe(), self.nats_api.subscribe()])
+        await self.bus.flush()
+        self.api.startService()
+        if self.listener is not None:
+            self.listener.startService()
+        return self
+
+    async def stop(self):
+        await self.scheduler.stop()  # the crash restarts the policy scheduled
+        await self.api.stopService()
+        if self.listener is not None:
+            await self.listener.stopService()
+        await self.bus.stop()
+        await self.http_pool.closeCachedConnections()
+
+    def desire(self, guid, instances, version="v1", package_state="STAGED"):
+        self.registry.apply_desired(
+            DesiredApp(id=guid, state="STARTED", instances=instances, version=version,
+                       package_state=package_state, updated_at=1, memory=256),
+            self.scheduler.now())
+
+    async def fresh(self):
+        await wait_until(self.freshness.is_fresh, what="actual state fresh")
+
+    async def bulk_app_state(self, body, auth=(API_USER, API_PASSWORD), method="POST",
+                             path="/bulk_app_state"):
+        """(status, headers, body bytes) of a request to the app-state API."""
+        data = body if isinstance(body, bytes) else orjson.dumps(body)
+        response = await self.http.request(
+            method, f"http://127.0.0.1:{self.api.port}{path}", data=data, auth=auth)
+        return response.code, response.headers, await treq.content(response)
+
+
+def heartbeat(dea, *entries):
+    return {"dea": dea, "prod": False, "droplets": list(entries)}
+
+
+def entry(guid, index, droplet="app-1", version="v1", state="RUNNING", ts=1000.5):
+    return {"cc_partition": "default", "droplet": droplet, "version": version,
+            "instance": guid, "index": index, "state": state, "state_timestamp": ts}

@@ -1,0 +1,132 @@
+"""Integration: DEA heartbeats over HTTPS (HM9000.md §3.2) with real mutual TLS on loopback
+(certificates made by the test with trustme), relayed on a real nats-server to every
+health manager, the receiving one included, which ingest them through NATS alone."""
+
+import orjson
+import treq
+from OpenSSL import SSL
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+from twisted.web.client import ResponseNeverReceived
+
+from health_manager.bus import NatsBus
+from health_manager.simulation.nats_server import NatsServer
+from spec.integration.hm9000_support import (
+    Certificates,
+    ClientTls,
+    Hm9000Stack,
+    entry,
+    heartbeat,
+    https_client,
+)
+from spec.integration.support import Recorder, connected, wait_until
+
+
+class HttpsHeartbeatTests(TestCase):
+    timeout = 60
+
+    async def foundation(self, standbys=0):
+        """A nats-server; a health manager with the listener (`self.hm`) and `standbys`
+        without one; a NATS subscriber to dea.heartbeat (`self.recorder`)."""
+        self.certificates = Certificates(self.mktemp())
+        self.nats = NatsServer().start()
+        self.addCleanup(self.nats.stop)
+        self.hm = Hm9000Stack(reactor, self.nats.url, self.certificates)
+        self.addCleanup(self.hm.stop)
+        await self.hm.start()
+        self.standbys = []
+        for _ in range(standbys):
+            standby = Hm9000Stack(reactor, self.nats.url)
+            self.addCleanup(standby.stop)
+            self.standbys.append(await standby.start())
+        observer = NatsBus(reactor, self.nats.url, name="observer")
+        self.addCleanup(observer.stop)
+        await connected(observer)
+        self.recorder = Recorder()
+        await observer.subscribe("dea.heartbeat", self.recorder)
+        await observer.flush()
+        return self.hm
+
+    def dea(self, certificate="valid"):
+        """An HTTPS client as a DEA: trusting the CA, presenting a client certificate the
+        CA signed ("valid"), one another CA signed ("foreign"), or none (None)."""
+        certificates = self.certificates
+        chosen = {"valid": certificates.client, "foreign": certificates.foreign_client,
+                  None: None}[certificate]
+        client, pool = https_client(reactor, ClientTls(certificates.authority, chosen))
+        self.addCleanup(pool.closeCachedConnections)
+        return client
+
+    async def post(self, client, body, path="/dea/heartbeat", method="POST"):
+        response = await client.request(
+            method, f"https://127.0.0.1:{self.hm.listener.port}{path}", data=body,
+            headers={"Content-Type": "application/json"})
+        return response.code, await treq.content(response)
+
+    async def test_relayed_on_nats_and_ingested_once_by_every_hm(self):
+        """202; the exact bytes reach a NATS subscriber; the receiving HM and a standby
+        each ingest the heartbeat once (through NATS), and both list it with its DEA."""
+        hm = await self.foundation(standbys=1)
+        for stack in (hm, *self.standbys):
+            stack.desire("app-1", instances=2)
+        body = orjson.dumps(heartbeat("dea-https", entry("g0", 0), entry("g1", 1)))
+        client = self.dea()
+        self.assertEqual(await self.post(client, body), (202, b""))
+        await wait_until(lambda: self.recorder.payloads("dea.heartbeat"), what="relayed")
+        for stack in (hm, *self.standbys):
+            await wait_until(lambda s=stack: s.metrics.heartbeat_msgs_received == 1,
+                             what="heartbeat ingested")
+        self.assertEqual([m for _, s, m in self.recorder.messages], [orjson.loads(body)])
+        self.assertEqual((hm.counters.https_heartbeats_received,
+                          hm.counters.https_heartbeats_relayed), (1, 1))
+        for stack in (hm, *self.standbys):
+            await stack.fresh()
+            self.assertEqual(stack.metrics.heartbeat_msgs_received, 1)
+            self.assertEqual(
+                sorted((dea, beat.instance) for dea, beat in stack.ledger.entries(
+                    "app-1", "v1")), [("dea-https", "g0"), ("dea-https", "g1")])
+        # Keep-alive as the DEA uses it: a second heartbeat on the same client.
+        self.assertEqual((await self.post(client, body))[0], 202)
+        await wait_until(lambda: hm.metrics.heartbeat_msgs_received == 2, what="second")
+
+    async def test_bad_body_400_and_routes(self):
+        """A body that is not a heartbeat answers 400 and is not relayed; another path 404,
+        another method 405."""
+        hm = await self.foundation()
+        client = self.dea()
+        for body in (b"", b"nope", b"[1]", b'{"dea": "d"}', b'{"droplets": 5}'):
+            self.assertEqual((await self.post(client, body))[0], 400, body)
+        self.assertEqual((await self.post(client, b"{}", path="/other"))[0], 404)
+        self.assertEqual((await self.post(client, b"", method="GET"))[0], 405)
+        self.assertEqual(hm.counters.https_heartbeats_rejected, {"bad_body": 5})
+        self.assertEqual(hm.counters.https_heartbeats_received, 5)
+        await hm.bus.flush()
+        self.assertEqual(self.recorder.messages, [])
+
+    async def test_client_certificate_required_and_verified(self):
+        """Without a client certificate, or with one from another CA, the TLS handshake
+        fails: no HTTP status at all, nothing relayed."""
+        hm = await self.foundation()
+        body = orjson.dumps(heartbeat("dea-1", entry("g0", 0)))
+        # The server's TLS alert, as the client reads it (TLS 1.3: after its Finished).
+        for certificate, alert in ((None, "certificate required"), ("foreign", "unknown ca")):
+            failure = await self.assertFailure(
+                defer.ensureDeferred(self.post(self.dea(certificate), body)),
+                ResponseNeverReceived)
+            errors = [reason.value for reason in failure.reasons]
+            self.assertTrue(errors and all(isinstance(e, SSL.Error) for e in errors), errors)
+            self.assertIn(alert, str(errors[0]))
+        self.assertEqual(hm.counters.https_heartbeats_received, 0)
+        self.assertEqual(self.recorder.messages, [])
+        self.assertEqual((await self.post(self.dea(), body))[0], 202)
+
+    async def test_nats_disconnected_answers_503(self):
+        """With NATS down the heartbeat cannot be relayed: 503, counted. (The DEA does not
+        retry; its next heartbeat brings its whole list again.)"""
+        hm = await self.foundation()
+        self.nats.stop()
+        await wait_until(lambda: not hm.bus.connected, what="HM disconnected")
+        body = orjson.dumps(heartbeat("dea-1", entry("g0", 0)))
+        self.assertEqual((await self.post(self.dea(), body))[0], 503)
+        self.assertEqual(hm.counters.https_heartbeats_rejected, {"nats_disconnected": 1})
+        self.assertEqual(hm.counters.https_heartbeats_relayed, 0)
