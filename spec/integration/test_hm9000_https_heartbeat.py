@@ -82,9 +82,12 @@ class HttpsHeartbeatTests(TestCase):
         for stack in (hm, *self.standbys):
             await stack.fresh()
             self.assertEqual(stack.metrics.heartbeat_msgs_received, 1)
+            _, _, reply = await stack.bulk_app_state([{"droplet": "app-1",
+                                                       "version": "v1"}])
             self.assertEqual(
-                sorted((dea, beat.instance) for dea, beat in stack.ledger.entries(
-                    "app-1", "v1")), [("dea-https", "g0"), ("dea-https", "g1")])
+                sorted((b["dea_guid"], b["instance"])
+                       for b in orjson.loads(reply)["app-1"]["instance_heartbeats"]),
+                [("dea-https", "g0"), ("dea-https", "g1")])
         # Keep-alive as the DEA uses it: a second heartbeat on the same client.
         self.assertEqual((await self.post(client, body))[0], 202)
         await wait_until(lambda: hm.metrics.heartbeat_msgs_received == 2, what="second")

@@ -7,8 +7,13 @@ from hypothesis import strategies as st
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
-from health_manager.contracts.hm9000.app_state import NOT_DESIRED, AppStateRenderer, BulkRender
-from health_manager.contracts.hm9000.ledger import LISTED_STATES, HeartbeatLedger
+from health_manager.contracts.hm9000.app_state import (
+    NOT_DESIRED,
+    AppStateQuery,
+    AppStateRenderer,
+    bulk_body,
+)
+from health_manager.contracts.hm9000.ledger import LISTED_STATES, HeartbeatLedger, collect
 from health_manager.contracts.hm9000.nats_api import NatsAppStateApi
 from health_manager.metrics import HealthFacts, Hm9000Counters, Metrics
 from health_manager.web.prometheus import exposition
@@ -63,8 +68,16 @@ class Hm9000Rig(PolicyRig):
         assert len(replies) == 1, replies
 
     def listed(self, droplet="app-1", version="v1"):
-        return sorted((dea, beat.instance, beat.index, beat.state)
-                      for dea, beat in self.ledger.entries(droplet, version))
+        return listed(self.ledger, droplet, version)
+
+
+def listed(ledger, droplet, version):
+    """(dea, instance, index, state) of every entry the ledger lists for (droplet,
+    version), sorted."""
+    found = {}
+    collect(ledger.present(), {droplet}, found)
+    return sorted((dea, beat.instance, beat.index, beat.state)
+                  for dea, beat in found.get(droplet, []) if beat.version == version)
 
 
 class LedgerTests(SynchronousTestCase):
@@ -179,9 +192,7 @@ class LedgerPropertyTests(SynchronousTestCase):
                     for e in entries
                     if e["droplet"] == droplet and e["version"] == version
                     and e["state"] in LISTED_STATES)
-                self.assertEqual(sorted((dea, b.instance, b.index, b.state)
-                                        for dea, b in ledger.entries(droplet, version)),
-                                 expected)
+                self.assertEqual(listed(ledger, droplet, version), expected)
 
 
 class AppJsonTests(SynchronousTestCase):
@@ -356,28 +367,40 @@ class NatsApiTests(SynchronousTestCase):
         self.assertEqual(rig.ask("app.state", {"droplet": "app-1"})["version"], "")
 
 
-class BulkRenderTests(SynchronousTestCase):
-    def test_big_reply_rendered_over_several_turns(self):
-        """With no time budget a turn renders a few apps and yields to the reactor; the
-        reply is the one a single pass gives, and a cancelled render stops."""
+class AppStateQueryTests(SynchronousTestCase):
+    def test_big_question_answered_over_several_turns(self):
+        """With no time budget a turn does one step (a few DEAs scanned, or one app
+        rendered) and yields to the reactor; the reply is the one a single turn gives,
+        and a cancelled query stops."""
         rig = Hm9000Rig(budget=0)
-        for n in range(40):
-            rig.desire(f"app-{n}", instances=2)
-            rig.heartbeat(rig.beat("g", 0, droplet=f"app-{n}"), dea=f"dea-{n}")
+        apps = [f"app-{n}" for n in range(40)]
+
+        def heartbeats():
+            for n, app in enumerate(apps):
+                rig.heartbeat(rig.beat("g", 0, droplet=app), rig.beat("h", 1, droplet=app),
+                              dea=f"dea-{n}")
+
+        for app in apps:
+            rig.desire(app, instances=2)
+        heartbeats()
         rig.fresh()
-        requests = [(f"app-{n}", "v1") for n in range(40)]
-        render = BulkRender(rig.renderer, requests, rig.clock, budget=0)
-        done = render.run()
-        self.assertFalse(done.called)
+        heartbeats()
+        requests = [(app, "v1") for app in apps] + [("app-0", "v9"), ("x", "v1")]
+        whole = self.successResultOf(AppStateQuery(rig.renderer, requests, rig.clock,
+                                                   budget=60).run())
+        self.assertEqual(list(whole), apps)
+        sliced = AppStateQuery(rig.renderer, requests, rig.clock, budget=0).run()
+        self.assertFalse(sliced.called)
         self.assertEqual(len(rig.clock.getDelayedCalls()), 1)
-        rig.clock.advance(0)  # task.Clock runs the turns the slices schedule, all of them
-        reply = orjson.loads(self.successResultOf(done))
-        self.assertEqual(reply, {guid: rig.renderer.app(guid, version)
-                                 for guid, version in requests})
-        cancelled = BulkRender(rig.renderer, requests, rig.clock, budget=0)
-        d = cancelled.run()
-        d.cancel()
-        self.failureResultOf(d)
+        rig.clock.advance(0)  # task.Clock runs every turn the slices schedule
+        self.assertEqual(self.successResultOf(sliced), whole)
+        reply = orjson.loads(bulk_body(whole))
+        self.assertEqual({guid: [b["instance"] for b in app["instance_heartbeats"]]
+                          for guid, app in reply.items()},
+                         {app: ["g", "h"] for app in apps})
+        cancelled = AppStateQuery(rig.renderer, requests, rig.clock, budget=0).run()
+        cancelled.cancel()
+        self.failureResultOf(cancelled)
         self.assertEqual(rig.clock.getDelayedCalls(), [])
 
 

@@ -14,7 +14,7 @@ Shape decisions (HM9000.md §2.2):
   actual freshness gates it): a CC asking during a bulk-API outage still sees its instances.
 """
 
-from collections.abc import Callable
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -23,16 +23,17 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from health_manager.constants import PENDING, STAGED, STARTED
-from health_manager.contracts.hm9000.ledger import HeartbeatLedger
+from health_manager.contracts.hm9000.ledger import HeartbeatLedger, Listed, Report, collect
 from health_manager.freshness import ActualFreshness
+from health_manager.model.heartbeat import Heartbeat
 from health_manager.model.instance import AppInstance
 from health_manager.model.registry import DropletRegistry
 
 EMPTY = b"{}"
 NOT_DESIRED = {"id": "", "version": "", "instances": 0, "state": "", "package_state": ""}
 DESIRED_PACKAGE_STATES = frozenset((STAGED, PENDING))
-SLICE_BUDGET = 0.010  # seconds of one reactor turn spent rendering a bulk reply
-_CHECK_EVERY = 8  # apps rendered between two looks at the slice's budget
+SLICE_BUDGET = 0.010  # seconds of one reactor turn spent answering a query
+DEAS_PER_STEP = 32  # DEAs scanned between two looks at the turn's budget (~0.15 ms)
 
 
 class BadRequest(ValueError):
@@ -97,14 +98,20 @@ class AppStateRenderer:
     def is_fresh(self) -> bool:
         return self._freshness.is_fresh()
 
-    def app(self, droplet_id: str, version: str) -> dict[str, Any] | None:
-        """The App JSON of (droplet, version), or None when the app does not exist."""
+    def present(self) -> list[Report]:
+        """The reports a query scans (HeartbeatLedger.present)."""
+        return self._ledger.present()
+
+    def app(self, droplet_id: str, version: str,
+            listed: Sequence[tuple[str, Heartbeat]]) -> dict[str, Any] | None:
+        """The App JSON of (droplet, version), or None when the app does not exist.
+        `listed`: the droplet's (dea, entry) pairs, all versions (ledger.collect)."""
         heartbeats = [
             {"droplet": beat.droplet, "version": beat.version, "instance": beat.instance,
              "index": beat.index, "state": beat.state,
              # EVACUATING entries may carry none: Go's zero value.
              "state_timestamp": float(beat.state_timestamp or 0), "dea_guid": dea}
-            for dea, beat in self._ledger.entries(droplet_id, version)]
+            for dea, beat in listed if beat.version == version]
         droplet = self._registry.get(droplet_id)
         desired = None
         if (droplet is not None and droplet.state == STARTED
@@ -129,68 +136,79 @@ class AppStateRenderer:
                 "desired": NOT_DESIRED if desired is None else desired,
                 "instance_heartbeats": heartbeats, "crash_counts": crash_counts}
 
-    def app_json(self, droplet_id: str, version: str) -> bytes:
-        """The `app.state` reply: the App JSON, or `{}` when not fresh or unknown."""
-        if not self.is_fresh():
-            return EMPTY
-        app = self.app(droplet_id, version)
-        return EMPTY if app is None else orjson.dumps(app)
 
-
-
-class BulkRender:
-    """One bulk reply, rendered over as many reactor turns as it needs (a reply for 500
-    apps at 100k instances holds tens of thousands of entries). `done` fires with the body:
-    `{}` when the actual state is not fresh when it begins, else guid -> App JSON for the
-    apps that exist; a guid asked twice shows the last of its versions that exists (as
+class AppStateQuery:
+    """One question for apps, answered over as many reactor turns as it needs (at most
+    `budget` seconds each): the present DEAs' latest heartbeats are scanned for the wanted
+    droplets (4 ms per 100k instances), then each app is rendered. `done` fires with
+    guid -> App JSON (bytes) for the apps that exist, or None when the actual state is not
+    fresh as it begins. A guid asked twice shows the last of its versions that exists (as
     HM9000's map assignment)."""
 
     def __init__(self, renderer: AppStateRenderer, requests: list[tuple[str, str]],
-                 reactor: IReactorTime, budget: float) -> None:
+                 reactor: IReactorTime, budget: float = SLICE_BUDGET) -> None:
         self._renderer = renderer
         self._requests = requests
         self._reactor = reactor
         self._budget = budget
-        self._position = 0
         self._found: dict[str, bytes] = {}
+        self._steps: Iterator[None] | None = None
         self._call: IDelayedCall | None = None
         self._cancelled = False
-        self.done: defer.Deferred[bytes] = defer.Deferred(lambda _: self.cancel())
+        self.done: defer.Deferred[dict[str, bytes] | None] = defer.Deferred(
+            lambda _: self.cancel())
 
-    def run(self) -> "defer.Deferred[bytes]":
+    def run(self) -> "defer.Deferred[dict[str, bytes] | None]":
         if not self._renderer.is_fresh():
-            self.done.callback(EMPTY)
+            self.done.callback(None)
         else:
+            self._steps = self._work()
             self._slice()
         return self.done
 
     def cancel(self) -> None:
-        """Stop rendering (the client went away)."""
+        """Stop (the client went away)."""
         self._cancelled = True
         if self._call is not None and self._call.active():
             self._call.cancel()
+
+    def _work(self) -> Iterator[None]:
+        """The query as steps, each a small bounded piece of work."""
+        reports = self._renderer.present()
+        wanted = {droplet for droplet, _ in self._requests}
+        listed: Listed = {}
+        for start in range(0, len(reports), DEAS_PER_STEP):
+            collect(reports[start:start + DEAS_PER_STEP], wanted, listed)
+            yield
+        render = self._renderer.app
+        found = self._found
+        for droplet, version in self._requests:
+            app = render(droplet, version, listed.get(droplet, ()))
+            if app is not None:
+                found[droplet] = orjson.dumps(app)
+            yield
 
     def _slice(self) -> None:
         self._call = None
         if self._cancelled:
             return
-        render: Callable[[str, str], dict[str, Any] | None] = self._renderer.app
         seconds = self._reactor.seconds
-        requests = self._requests
-        found = self._found
         began = seconds()
-        position = self._position
-        while position < len(requests):
-            droplet, version = requests[position]
-            position += 1
-            app = render(droplet, version)
-            if app is not None:
-                found[droplet] = orjson.dumps(app)
-            if position % _CHECK_EVERY == 0 and seconds() - began >= self._budget:
-                break
-        self._position = position
-        if position < len(requests):
-            self._call = self._reactor.callLater(0, self._slice)
-            return
-        self.done.callback(b"{" + b",".join(orjson.dumps(guid) + b":" + body
-                                           for guid, body in found.items()) + b"}")
+        for _ in self._steps:  # type: ignore[union-attr]  # set by run()
+            if seconds() - began >= self._budget:
+                self._call = self._reactor.callLater(0, self._slice)
+                return
+        self.done.callback(self._found)
+
+
+def bulk_body(found: dict[str, bytes] | None) -> bytes:
+    """The bulk reply: guid -> App JSON, `{}` when not fresh (None)."""
+    if not found:
+        return EMPTY
+    return b"{" + b",".join(orjson.dumps(guid) + b":" + app
+                            for guid, app in found.items()) + b"}"
+
+
+def single_body(found: dict[str, bytes] | None, droplet: str) -> bytes:
+    """The `app.state` reply: the App JSON, `{}` when not fresh or unknown."""
+    return EMPTY if not found else found.get(droplet, EMPTY)

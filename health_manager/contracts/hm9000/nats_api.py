@@ -8,6 +8,7 @@ ignored (nobody would read the answer); one that does not parse is answered `{}`
 and logged, as HM9000 answered it.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
@@ -17,11 +18,13 @@ from twisted.logger import Logger
 from health_manager.contracts.hm9000.app_state import (
     EMPTY,
     SLICE_BUDGET,
+    AppStateQuery,
     AppStateRenderer,
     BadRequest,
-    BulkRender,
+    bulk_body,
     parse_app_request,
     parse_bulk_request,
+    single_body,
 )
 from health_manager.interfaces import BusMessage, IMessageBus
 from health_manager.metrics import Hm9000Counters
@@ -61,7 +64,8 @@ class NatsAppStateApi:
         except BadRequest as e:
             self._bad_request(APP_STATE, reply, e)
             return
-        self._bus.publish(reply, self._renderer.app_json(droplet, version))
+        self._answer(APP_STATE, reply, [(droplet, version)],
+                     lambda found: single_body(found, droplet))
 
     def on_app_state_bulk(self, message: BusMessage) -> None:
         reply = message.reply
@@ -73,10 +77,14 @@ class NatsAppStateApi:
         except BadRequest as e:
             self._bad_request(APP_STATE_BULK, reply, e)
             return
-        rendered = BulkRender(self._renderer, requests, self._reactor, self._budget).run()
-        rendered.addCallback(lambda body: self._bus.publish(reply, body))
-        rendered.addErrback(lambda failure: self.log.failure(
-            "answering an {subject} request failed", failure, subject=APP_STATE_BULK))
+        self._answer(APP_STATE_BULK, reply, requests, bulk_body)
+
+    def _answer(self, subject: str, reply: str, requests: list[tuple[str, str]],
+                body: Callable[[dict[str, bytes] | None], bytes]) -> None:
+        answered = AppStateQuery(self._renderer, requests, self._reactor, self._budget).run()
+        answered.addCallback(lambda found: self._bus.publish(reply, body(found)))
+        answered.addErrback(lambda failure: self.log.failure(
+            "answering an {subject} request failed", failure, subject=subject))
 
     def _bad_request(self, subject: str, reply: str, problem: BadRequest) -> None:
         self._counters.count_bad_request(subject)
