@@ -145,7 +145,7 @@ class Hm9000Counters:
     app_state_auth_failures: int = 0
     https_heartbeats_received: int = 0
     https_heartbeats_relayed: int = 0
-    # by reason: bad_body (400), nats_disconnected (503)
+    # by reason: bad_body (400), too_large (413), nats_disconnected (503)
     https_heartbeats_rejected: dict[str, int] = attrs.Factory(dict)
     # dea.heartbeat messages naming no DEA: their instances cannot be listed per DEA.
     heartbeats_without_dea: int = 0
@@ -184,7 +184,7 @@ class Hm9000Counters:
              [({}, self.app_state_auth_failures)]),
             ("https_heartbeats_total", "counter",
              "DEA heartbeats received over HTTPS, by result (relayed on NATS, bad_body, "
-             "nats_disconnected).",
+             "too_large, nats_disconnected).",
              [({"result": "relayed"}, self.https_heartbeats_relayed)]
              + [({"result": r}, n) for r, n in sorted(self.https_heartbeats_rejected.items())]),
             ("heartbeats_without_dea_total", "counter",

@@ -93,16 +93,20 @@ class HttpsHeartbeatTests(TestCase):
         await wait_until(lambda: hm.metrics.heartbeat_msgs_received == 2, what="second")
 
     async def test_bad_body_400_and_routes(self):
-        """A body that is not a heartbeat answers 400 and is not relayed; another path 404,
-        another method 405."""
+        """A body that is not a heartbeat answers 400, one NATS could not carry 413; neither
+        is relayed. Another path 404, another method 405."""
         hm = await self.foundation()
         client = self.dea()
         for body in (b"", b"nope", b"[1]", b'{"dea": "d"}', b'{"droplets": 5}'):
             self.assertEqual((await self.post(client, body))[0], 400, body)
+        too_large = orjson.dumps(heartbeat("dea-1", *[entry(f"g{n:05d}", n)
+                                                      for n in range(8000)]))
+        self.assertEqual((await self.post(client, too_large))[0], 413)
         self.assertEqual((await self.post(client, b"{}", path="/other"))[0], 404)
         self.assertEqual((await self.post(client, b"", method="GET"))[0], 405)
-        self.assertEqual(hm.counters.https_heartbeats_rejected, {"bad_body": 5})
-        self.assertEqual(hm.counters.https_heartbeats_received, 5)
+        self.assertEqual(hm.counters.https_heartbeats_rejected, {"bad_body": 5,
+                                                                 "too_large": 1})
+        self.assertEqual(hm.counters.https_heartbeats_received, 6)
         await hm.bus.flush()
         self.assertEqual(self.recorder.messages, [])
 

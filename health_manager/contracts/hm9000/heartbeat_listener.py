@@ -8,9 +8,10 @@ and it gets no HTTP status at all, as with HM9000. TLS 1.2 is the least accepted
 of 2016 speak it; HM9000's Go defaults would also have taken older ones).
 
 A body that is not a heartbeat (not JSON, not an object with a `droplets` array) answers
-400; an accepted one answers 202, as HM9000's listener did. The DEA retries nothing: it
-logs any other status and sends its complete list again one heartbeat interval later
-(dea_ng `lib/dea/utils/hm9000.rb`).
+400; an accepted one answers 202, as HM9000's listener did. A body over 1 MiB (NATS's
+default max_payload: it could not be relayed) answers 413; HM9000 had no limit. The DEA
+retries nothing: it logs any other status and sends its complete list again one heartbeat
+interval later (dea_ng `lib/dea/utils/hm9000.rb`).
 
 **One ingest path.** The listener does not apply a heartbeat itself: it relays the body,
 the bytes as received, on NATS `dea.heartbeat`, and every HM (leader and standbys alike,
@@ -45,7 +46,11 @@ HEARTBEAT_SUBJECT = "dea.heartbeat"
 PATH = b"/dea/heartbeat"
 TEXT = b"text/plain; charset=utf-8"
 BAD_BODY = "bad_body"
+TOO_LARGE = "too_large"
 NATS_DISCONNECTED = "nats_disconnected"
+# NATS's default max_payload (cf-release's nats job keeps it): a bigger body could not be
+# relayed, and the bus would drop it after the DEA was told 202.
+MAX_BODY = 1024 * 1024
 
 
 class _HeartbeatShape(msgspec.Struct):
@@ -132,6 +137,13 @@ class HeartbeatResource(Resource):
         counters = self._counters
         counters.https_heartbeats_received += 1
         body = request.content.read()  # type: ignore[union-attr]  # set for every request
+        if len(body) > MAX_BODY:
+            counters.count_https_rejected(TOO_LARGE)
+            self.log.warn("refused an HTTPS heartbeat from {peer}: {size} bytes, more than "
+                          "a NATS message may carry ({limit})", peer=_peer(request),
+                          size=len(body), limit=MAX_BODY)
+            request.setResponseCode(413)
+            return send(request, b"", TEXT)
         if not is_heartbeat(body):
             counters.count_https_rejected(BAD_BODY)
             self.log.warn("refused an HTTPS heartbeat from {peer}: the body is not a "
