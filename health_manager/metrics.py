@@ -147,6 +147,8 @@ class Hm9000Counters:
     https_heartbeats_relayed: int = 0
     # by reason: bad_body (400), too_large (413), nats_disconnected (503)
     https_heartbeats_rejected: dict[str, int] = attrs.Factory(dict)
+    # connections to the listener whose TLS failed (no client certificate, another CA's)
+    https_tls_failures: int = 0
     # dea.heartbeat messages naming no DEA: their instances cannot be listed per DEA.
     heartbeats_without_dea: int = 0
 
@@ -168,6 +170,7 @@ class Hm9000Counters:
             "https_heartbeats_received": self.https_heartbeats_received,
             "https_heartbeats_relayed": self.https_heartbeats_relayed,
             "https_heartbeats_rejected": dict(self.https_heartbeats_rejected),
+            "https_tls_failures": self.https_tls_failures,
             "heartbeats_without_dea": self.heartbeats_without_dea,
         }
 
@@ -187,6 +190,10 @@ class Hm9000Counters:
              "too_large, nats_disconnected).",
              [({"result": "relayed"}, self.https_heartbeats_relayed)]
              + [({"result": r}, n) for r, n in sorted(self.https_heartbeats_rejected.items())]),
+            ("https_tls_failures_total", "counter",
+             "Connections to the HTTPS heartbeat listener whose TLS failed (no client "
+             "certificate, or one ssl.ca_file did not sign).",
+             [({}, self.https_tls_failures)]),
             ("heartbeats_without_dea_total", "counter",
              "dea.heartbeat messages naming no DEA (not listed by the app-state API).",
              [({}, self.heartbeats_without_dea)]),

@@ -19,7 +19,7 @@ from spec.integration.hm9000_support import (
     heartbeat,
     https_client,
 )
-from spec.integration.support import Recorder, connected, wait_until
+from spec.integration.support import LogCapture, Recorder, connected, wait_until
 
 
 class HttpsHeartbeatTests(TestCase):
@@ -112,8 +112,10 @@ class HttpsHeartbeatTests(TestCase):
 
     async def test_client_certificate_required_and_verified(self):
         """Without a client certificate, or with one from another CA, the TLS handshake
-        fails: no HTTP status at all, nothing relayed."""
+        fails: no HTTP status at all, nothing relayed; a log line and a counter each."""
         hm = await self.foundation()
+        self.log = LogCapture()
+        self.addCleanup(self.log.stop)
         body = orjson.dumps(heartbeat("dea-1", entry("g0", 0)))
         # The server's TLS alert, as the client reads it (TLS 1.3: after its Finished).
         for certificate, alert in ((None, "certificate required"), ("foreign", "unknown ca")):
@@ -125,6 +127,8 @@ class HttpsHeartbeatTests(TestCase):
             self.assertIn(alert, str(errors[0]))
         self.assertEqual(hm.counters.https_heartbeats_received, 0)
         self.assertEqual(self.recorder.messages, [])
+        await wait_until(lambda: hm.counters.https_tls_failures == 2, what="TLS counted")
+        self.assertEqual(self.log.count("a DEA must present a client certificate"), 2)
         self.assertEqual((await self.post(self.dea(), body))[0], 202)
 
     async def test_nats_disconnected_answers_503(self):

@@ -30,9 +30,12 @@ from typing import Any
 import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from OpenSSL import crypto
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -169,6 +172,35 @@ def _peer(request: Request) -> str:
     return str(peer) if host is None else f"{host}:{getattr(peer, 'port', '?')}"
 
 
+class _ListenerChannel(HTTPChannel):
+    """A connection to the listener; one whose TLS failed is reported to its site: the
+    DEA gets no HTTP status, so the operator gets a line and a counter instead."""
+
+    site: "_ListenerSite"  # set by Site.buildProtocol
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        if reason.check(SSL.Error) and self.transport is not None:
+            self.site.tls_failed(self.transport.getPeer(), reason.value)
+        super().connectionLost(reason)
+
+
+class _ListenerSite(QuietSite):
+    # The channel itself, not Twisted's HTTP/2-negotiating wrapper: DEAs speak HTTP/1.1.
+    protocol = _ListenerChannel  # type: ignore[assignment]
+    tls_log = Logger()  # `log` is the Site's access-log method
+
+    def __init__(self, resource: Resource, counters: Hm9000Counters, reactor: Any) -> None:
+        super().__init__(resource, reactor=reactor)
+        self._counters = counters
+
+    def tls_failed(self, peer: Any, error: Exception) -> None:
+        self._counters.https_tls_failures += 1
+        self.tls_log.warn("TLS with {peer} failed, no heartbeat taken: {error} (a DEA must "
+                      "present a client certificate signed by hm9000.ssl.ca_file)",
+                      peer=f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '?')}",
+                      error=error)
+
+
 class HeartbeatListener(PortService):
     """`POST /dea/heartbeat` with mutual TLS on `address:port` (port 0: a free one, then
     in `port`)."""
@@ -177,7 +209,7 @@ class HeartbeatListener(PortService):
                  address: str, cert_file: str, key_file: str, ca_file: str) -> None:
         """Reads and checks the certificate files at once (ConfigError naming the key)."""
         tls = server_tls_options(cert_file, key_file, ca_file)
-        self.site = QuietSite(HeartbeatResource(bus, counters), reactor=reactor)
+        self.site = _ListenerSite(HeartbeatResource(bus, counters), counters, reactor)
         self.site.noisy = False
         super().__init__(
             lambda port, address: reactor.listenSSL(port, self.site, tls, interface=address),
