@@ -193,7 +193,7 @@ class _ListenerSite(QuietSite):
         super().__init__(resource, reactor=reactor)
         self._counters = counters
 
-    def tls_failed(self, peer: Any, error: Exception) -> None:
+    def tls_failed(self, peer: Any, error: object) -> None:
         self._counters.https_tls_failures += 1
         self.tls_log.warn("TLS with {peer} failed, no heartbeat taken: {error} (a DEA must "
                       "present a client certificate signed by hm9000.ssl.ca_file)",
