@@ -6,8 +6,9 @@ Invalid values raise ConfigError naming the key; unknown keys become warnings.
 
 import difflib
 import os
+import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,15 +24,18 @@ class ConfigError(Exception):
     """A configuration value that the health manager cannot run with."""
 
     def __init__(self, key: str, problem: str) -> None:
-        if key.startswith("--"):
-            where = key
-        elif key.isupper():
-            where = f"environment variable {key}"
-        else:
-            where = f"config key {key!r}"
-        super().__init__(f"{where}: {problem}")
+        super().__init__(f"{_where(key)}: {problem}")
         self.key = key
         self.problem = problem
+
+
+def _where(key: str) -> str:
+    """How a message names `key`: an option, an environment variable or a config key."""
+    if key.startswith("--"):
+        return key
+    if key.isupper():
+        return f"environment variable {key}"
+    return f"config key {key!r}"
 
 
 LOG_LEVELS = ("off", "fatal", "error", "warn", "info", "debug", "debug1", "debug2", "all")
@@ -92,7 +96,8 @@ class StatusConfig:
 
 @attrs.frozen
 class Config:
-    mbus: str
+    # The NATS servers, in the order given: one, or a cluster's (nats_servers below).
+    mbus: tuple[str, ...]
     bulk_api: BulkApiConfig
     status: StatusConfig
     intervals: Intervals = Intervals()
@@ -171,8 +176,8 @@ def build_config(raw: Mapping[str, Any], environ: Mapping[str, str],
 
     _warn_unknown(raw, None, _TOP_LEVEL_KEYS, warnings)
 
-    mbus = _required_str(raw, "mbus")
-    _check_nats_uri(mbus, "MBUS_URI" if environ.get("MBUS_URI") else "mbus")
+    mbus = nats_servers(raw.get("mbus"), "MBUS_URI" if environ.get("MBUS_URI") else "mbus",
+                        warnings)
 
     intervals_raw = _section(raw, "intervals")
     interval_values: dict[str, Any] = {}  # int for a count, float for a period: _interval
@@ -475,6 +480,52 @@ def _interval(name: str, key: str, value: object) -> float:
     return value
 
 
+def nats_servers(value: object, key: str, warnings: list[str]) -> tuple[str, ...]:
+    """`mbus`: one nats:// URI, or a cluster's several separated by commas, as the CF clients
+    of HM 2.0's era took them (a YAML list is read the same). Each is checked; all must carry
+    the same credentials, since the client also uses them on the servers the cluster
+    announces (INFO connect_urls), which come without any."""
+    if value is None or value == []:
+        raise ConfigError(key, "is required")
+    if isinstance(value, str):
+        if not value.strip():
+            raise ConfigError(key, "must be a non-empty string")
+        items = split_servers(value)
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        items = value
+    else:
+        raise ConfigError(key, "must be a nats:// URI, or several separated by commas, got "
+                               f"{_kind(value)}")
+    servers: list[str] = []
+    for item in items:
+        uri = item.strip()
+        if not uri or uri.endswith(","):
+            raise ConfigError(key, "holds an empty server address (a comma too many?)")
+        _check_nats_uri(uri, key)
+        if uri in servers:
+            warnings.append(f"{_where(key)} lists {redact_uri(uri)!r} twice; it is used once")
+        else:
+            servers.append(uri)
+    if len({urlsplit(uri).netloc.rpartition("@")[0] for uri in servers}) > 1:
+        raise ConfigError(key, "every server must carry the same user and password (or "
+                               f"none), got {redact_servers(servers)!r}")
+    return tuple(servers)
+
+
+# A comma starts another server only where a URI follows: a password may hold commas.
+_NEXT_SERVER = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+def split_servers(value: str) -> list[str]:
+    """`mbus` as written, one string: its servers."""
+    return _NEXT_SERVER.split(value)
+
+
+def redact_servers(servers: Iterable[str]) -> str:
+    """The servers as `mbus` lists them, each password replaced: for logs and errors."""
+    return ",".join(redact_uri(uri) for uri in servers)
+
+
 def _check_nats_uri(uri: str, key: str = "mbus") -> None:
     parts = urlsplit(uri)
     if parts.scheme not in ("nats", "tls") or not parts.hostname:
@@ -489,10 +540,14 @@ def _check_nats_uri(uri: str, key: str = "mbus") -> None:
 def redact_uri(uri: str) -> str:
     """The URI with any password replaced, safe for logs and errors."""
     parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    if parts.password is not None:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
+    if "@" in uri:
+        # A user alone is a token (so nats-py reads it), and what does not parse as a URI
+        # ('nats:pw@h:4222', no '//') may hold a password too: hide all before the '@'.
+        return (f"{parts.scheme}://***@" if parts.netloc else "***@") + uri.rpartition("@")[2]
+    return uri
 
 
 _SECRET_KEYS = {"mbus", "service_mbus", "redis", "keys", "database_environment", "password",

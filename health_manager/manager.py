@@ -16,7 +16,9 @@ from health_manager.actual_state import ActualState
 from health_manager.blackbox import BlackBoxDriver
 from health_manager.bus import NatsBus
 from health_manager.component import Component
-from health_manager.config import redact_uri
+from health_manager.config import redact_servers
+from health_manager.contracts.hm2.reporter import Reporter
+from health_manager.contracts.selection import contract_for
 from health_manager.desired_state import DesiredState
 from health_manager.freshness import ActualFreshness
 from health_manager.gc_policy import GcPolicy
@@ -31,7 +33,6 @@ from health_manager.leadership import SingleLeadership
 from health_manager.metrics import Metrics
 from health_manager.model.registry import DropletRegistry
 from health_manager.nudger import Nudger
-from health_manager.reporter import Reporter
 from health_manager.scheduler import Scheduler
 from health_manager.web.state_view import StateView
 from health_manager.web.status_server import LogCounts, StatusServer
@@ -86,9 +87,13 @@ class Manager(MultiService):
         else:
             self.leadership = SingleLeadership()
         self.metrics.set_leadership_source(self.leadership)
+        # The one Cloud Controller contract spoken (cc_protocol): how orders are rendered,
+        # the policy parameters its CC needs, and which state queries are answered.
+        self.contract = contract_for(config)
         self.nudger = Nudger(self.scheduler, self.bus, self.metrics,
                              intervals.queue_batch_size, intervals.request_queue,
-                             leadership=self.leadership, durable=self.journal)
+                             leadership=self.leadership, durable=self.journal,
+                             contract=self.contract)
         self.freshness = ActualFreshness(self.scheduler, intervals.droplet_lost)
         self.desired_state = DesiredState(
             config, self.scheduler, self.bus, self.http_client, self.metrics,
@@ -97,7 +102,7 @@ class Manager(MultiService):
                 app_id, self.scheduler.now()))
         self.harmonizer = Harmonizer(
             config, self.scheduler, self.registry, self.nudger, self.desired_state,
-            self.freshness, self.metrics, durable=self.journal)
+            self.freshness, self.metrics, durable=self.journal, policy=self.contract.policy)
         self.actual_state = ActualState(
             config, self.bus, self.registry, self.harmonizer, self.freshness, self.metrics,
             self.scheduler)
@@ -156,7 +161,7 @@ class Manager(MultiService):
             # "started" only once it can work: until then, say what it waits for.
             self._waiting_for_nats = True
             self.log.info("health manager waiting for NATS at {url}",
-                          url=redact_uri(self.config.mbus))
+                          url=redact_servers(self.config.mbus))
 
     def _log_started(self):
         self._waiting_for_nats = False

@@ -94,6 +94,7 @@ class HealthFacts:
     ha_role: str
     ha_epoch: int | None
     ha_transitions: int
+    nats_server: str | None = None  # the NATS server connected to, password redacted
 
 
 @attrs.define(slots=True)
@@ -473,6 +474,9 @@ class Metrics:
              [({}, int(facts.nats_connected))]),
             ("nats_reconnects_total", "counter", "NATS reconnections after a lost link.",
              [({}, facts.nats_reconnects)]),
+            ("nats_server", "gauge",
+             "1, labelled with the NATS server connected to (none while disconnected).",
+             [] if facts.nats_server is None else [({"server": facts.nats_server}, 1)]),
             ("nats_dropped_publications_total", "counter",
              "Publications dropped because the NATS buffer was full.",
              [({}, bus.get("nats_dropped_publications", 0))]),
