@@ -230,14 +230,14 @@ class AppJsonTests(SynchronousTestCase):
              ("dea-2", "g2", 2, "CRASHED", 1002.0)])
         self.assertEqual(reply["crash_counts"], [
             {"droplet": "app-1", "version": "v1", "instance_index": 2, "crash_count": 3,
-             "created_at": 1002}])
+             "created_at": 1000}])
         for count in reply["crash_counts"]:
             self.assertEqual({k: type(v) for k, v in count.items()}, CRASH_COUNT_FIELDS)
         # The CC: indices 0 and 1 healthy (5 is beyond instances), 2 flapping and crashed.
         by_guid = {"app-1": reply}
         self.assertEqual(healthy_instances(by_guid, "app-1", 3), 2)
         self.assertEqual(find_flapping_indices(by_guid, "app-1"),
-                         [{"index": 2, "since": 1002}])
+                         [{"index": 2, "since": 1000}])
         self.assertEqual(find_crashes(by_guid, "app-1"), [{"instance": "g2", "since": 1002.0}])
 
     def test_desired_app_without_heartbeats_shows_zero_healthy(self):
@@ -299,7 +299,7 @@ class AppJsonTests(SynchronousTestCase):
     def test_crash_count_forgotten_after_flapping_timeout(self):
         """A count expires `flapping_timeout` after its last crash (HM9000's record TTL):
         the CC stops showing FLAPPING although the slot model keeps the number until the
-        next crash."""
+        next crash, which begins a new series."""
         rig = self.rig
         rig.desire()
         for n in range(3):
@@ -311,6 +311,11 @@ class AppJsonTests(SynchronousTestCase):
         self.assertEqual(len(rig.ask("app.state", request)["crash_counts"]), 1)
         rig.advance(1)
         self.assertEqual(rig.ask("app.state", request)["crash_counts"], [])
+        # The next crash begins a new series: count 1, created at that crash.
+        rig.exited("c9", 0, crash_timestamp=int(rig.now()))
+        self.assertEqual([(c["crash_count"], c["created_at"])
+                          for c in rig.ask("app.state", request)["crash_counts"]],
+                         [(1, int(rig.now()))])
 
 
 class NatsApiTests(SynchronousTestCase):

@@ -70,17 +70,16 @@ def parse_bulk_request(data: bytes) -> list[tuple[str, str]]:
 
 def crash_series(record: AppInstance, now: float,
                  flapping_timeout: float) -> tuple[int, float] | None:
-    """(crash count, when the series began) of a slot's current crash series, or None when
-    it has none: HM9000 forgot a count `flapping_timeout` after its last crash (the
-    record's TTL), while the slot model only restarts it at the next crash.
-
-    `created_at` should be the first crash of the series; until the slot model records it
-    (`AppInstance.crashes_since`), the last crash's time stands in for it. No CC reads it
-    but to show "since" beside FLAPPING."""
+    """(crash count, first crash of the series) of a slot's current crash series, or None
+    when it has none: HM9000 forgot a count `flapping_timeout` after its last crash (the
+    record's TTL), while the slot model only restarts it at the next crash. The series'
+    first crash is HM9000's `created_at`, which the CC shows as FLAPPING "since"."""
     last_crash = record.last_crash_timestamp
-    if record.crash_count <= 0 or last_crash is None or now - last_crash > flapping_timeout:
+    since = record.crashes_since
+    if (record.crash_count <= 0 or last_crash is None or since is None
+            or now - last_crash > flapping_timeout):
         return None
-    return record.crash_count, last_crash
+    return record.crash_count, since
 
 
 class AppStateRenderer:
