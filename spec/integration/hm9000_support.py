@@ -8,6 +8,7 @@ their own to get wrong.
 """
 
 import os
+from types import SimpleNamespace
 
 import orjson
 import treq
@@ -20,11 +21,7 @@ from zope.interface import implementer
 
 from health_manager.actual_state import ActualState
 from health_manager.bus import NatsBus
-from health_manager.contracts.hm9000.app_state import AppStateRenderer
-from health_manager.contracts.hm9000.heartbeat_listener import HeartbeatListener
-from health_manager.contracts.hm9000.http_api import BulkAppStateServer
-from health_manager.contracts.hm9000.ledger import HeartbeatLedger
-from health_manager.contracts.hm9000.nats_api import NatsAppStateApi
+from health_manager.contracts.hm9000.servers import Hm9000Servers
 from health_manager.freshness import ActualFreshness
 from health_manager.harmonizer import Harmonizer
 from health_manager.metrics import Metrics
@@ -92,7 +89,6 @@ class Hm9000Stack:
         config = make_config({"droplet_lost": DROPLET_LOST})
         intervals = config.intervals
         self.metrics = Metrics()
-        self.counters = self.metrics.enable_hm9000()
         self.scheduler = Scheduler(reactor)
         self.bus = NatsBus(reactor, nats_url, name="hm9000-stack")
         self.registry = DropletRegistry()
@@ -101,38 +97,42 @@ class Hm9000Stack:
                         intervals.request_queue)
         harmonizer = Harmonizer(config, self.scheduler, self.registry, nudger,
                                 FakeDesiredState(), self.freshness, self.metrics)
-        self.ledger = HeartbeatLedger(reactor, intervals.droplet_lost, self.counters)
+        # The `hm9000` config section as the Manager passes it (Hm9000Config's fields).
+        ssl = None if certificates is None else SimpleNamespace(
+            cert_file=certificates.cert_file, key_file=certificates.key_file,
+            ca_file=certificates.ca_file)
+        section = SimpleNamespace(
+            api_port=api_port, api_address="127.0.0.1", api_user=API_USER,
+            api_password=API_PASSWORD, heartbeat_address="127.0.0.1", ssl=ssl,
+            heartbeat_port=None if certificates is None else 0)
+        self.servers = Hm9000Servers(section, reactor, reactor, self.bus, self.registry,
+                                     self.freshness, self.metrics, intervals.droplet_lost,
+                                     intervals.flapping_timeout)
+        self.api = self.servers.api
+        self.listener = self.servers.listener
         self.actual_state = ActualState(config, self.bus, self.registry, harmonizer,
                                         self.freshness, self.metrics, self.scheduler,
-                                        heartbeat_observer=self.ledger.on_heartbeat)
-        renderer = AppStateRenderer(self.registry, self.ledger, self.freshness, reactor,
-                                    intervals.flapping_timeout)
-        self.nats_api = NatsAppStateApi(self.bus, renderer, reactor, self.counters)
-        self.api = BulkAppStateServer(reactor, renderer, self.counters, api_port,
-                                      "127.0.0.1", API_USER, API_PASSWORD)
-        self.listener = None
-        if certificates is not None:
-            self.listener = HeartbeatListener(
-                reactor, self.bus, self.counters, 0, "127.0.0.1", certificates.cert_file,
-                certificates.key_file, certificates.ca_file)
+                                        heartbeat_observer=self.servers.ledger.on_heartbeat)
         self.http_pool = HTTPConnectionPool(reactor, persistent=False)
         self.http = HTTPClient(Agent(reactor, pool=self.http_pool))
+
+    @property
+    def counters(self):
+        return self.metrics.hm9000
 
     async def start(self):
         self.bus.start()
         await wait_until(lambda: self.bus.connected, what="stack connected to NATS")
-        await defer.gatherResults([self.actual_state.subscribe(), self.nats_api.subscribe()])
+        await defer.gatherResults([self.actual_state.subscribe(), self.servers.subscribe()])
         await self.bus.flush()
-        self.api.startService()
-        if self.listener is not None:
-            self.listener.startService()
+        for service in self.servers.services:
+            service.startService()
         return self
 
     async def stop(self):
         await self.scheduler.stop()  # the crash restarts the policy scheduled
-        await self.api.stopService()
-        if self.listener is not None:
-            await self.listener.stopService()
+        for service in self.servers.services:
+            await service.stopService()
         await self.bus.stop()
         await self.http_pool.closeCachedConnections()
 
