@@ -65,6 +65,7 @@ class Harmonizer:
         self._noise = noise
         # Where crash histories and sent starts outlive this process (HA), or nowhere.
         self._durable = durable if durable is not None else NothingDurable()
+        self._analysis = None  # the pass in progress, if any
 
     def prepare(self):
         """Register every periodic activity with the scheduler."""
@@ -175,12 +176,23 @@ class Harmonizer:
     def analyze_droplets(self):
         """Walk every droplet once, a slice per reactor turn; fires when the pass ends."""
         now = self._scheduler.now()
-        analysis = _AnalysisPass(self._registry.snapshot(), now,
-                                 self._durable.write_back_due(now))
+        analysis = self._analysis = _AnalysisPass(self._registry.snapshot(), now,
+                                                  self._durable.write_back_due(now))
         self._analyze_slice(analysis)
         return analysis.done
 
+    def stop(self):
+        """End the pass in progress where it is: the scheduler's stop cancels its next
+        slice, and the stop waits for every tracked pass to end."""
+        analysis = self._analysis
+        if analysis is not None and not analysis.done.called:
+            self.log.info("analysis pass stopped after {done} of {total} droplets",
+                          done=analysis.position, total=len(analysis.droplets))
+            analysis.done.callback(None)
+
     def _analyze_slice(self, analysis):
+        if analysis.done.called:
+            return  # stopped
         try:
             now = self._scheduler.now()
             acting = self._desired_state.is_fresh()

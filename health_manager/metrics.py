@@ -97,6 +97,18 @@ class HealthFacts:
     nats_server: str | None = None  # the NATS server connected to, password redacted
 
 
+@attrs.frozen
+class ContractGauge:
+    """A gauge a Cloud Controller contract adds to /varz and /metrics in its own names
+    (HM9000's ten, say): `value` is None while the state it counts is not fresh, shown as
+    -1 in /varz (as the contract's original did) and NaN in /metrics."""
+
+    varz_name: str
+    metric_name: str  # without the health_manager_ prefix
+    help: str
+    value: int | None
+
+
 @attrs.define(slots=True)
 class DesiredTotals:
     """Summed over the bulk entries of one desired-state pass."""
@@ -215,6 +227,9 @@ class Metrics:
         "health_stop_messages_sent",
         "instance_heartbeats_received",
         "bulk_api_errors",
+        # Bulk API answers 401: wrong credentials (configured ones, or NATS-given ones
+        # that changed).
+        "bulk_api_unauthorized",
         "bulk_credentials_requests",
         "flapping_restarts_given_up",
         # A queued start found unneeded when its turn came (its index came back meanwhile).
@@ -233,6 +248,7 @@ class Metrics:
     health_stop_messages_sent: int
     instance_heartbeats_received: int
     bulk_api_errors: int
+    bulk_api_unauthorized: int
     bulk_credentials_requests: int
     flapping_restarts_given_up: int
     queued_starts_dropped: int
@@ -244,6 +260,7 @@ class Metrics:
             setattr(self, name, 0)
         self._queue_length = queue_length
         self._bus_counters: Callable[[], dict[str, int]] = dict
+        self._contract_gauges: Callable[[], list[ContractGauge]] = list
         self._leadership = None
         # Starts and stops decided while this HM was not acting (HA standby), dropped.
         self.ha_suppressed_messages = 0
@@ -285,6 +302,11 @@ class Metrics:
     def set_bus_counters_source(self, source):
         """`source()` returns the message bus's own counters (drops), read at varz time."""
         self._bus_counters = source
+
+    def set_contract_gauges_source(self, source):
+        """`source()` returns the contract's gauges ([ContractGauge]), read at scrape time:
+        the contract keeps them up to date, so a read costs O(1) per gauge."""
+        self._contract_gauges = source
 
     def set_leadership_source(self, leadership):
         """The ILeadership whose role, leader, epoch and transitions /varz shows."""
@@ -392,6 +414,8 @@ class Metrics:
         )
         if self.hm9000 is not None:
             varz.update(self.hm9000.varz())
+        for gauge in self._contract_gauges():
+            varz[gauge.varz_name] = -1 if gauge.value is None else gauge.value
         return varz
 
     def families(self, facts):
@@ -448,6 +472,9 @@ class Metrics:
             ("bulk_credentials_requests_total", "counter",
              "Bulk API credentials requested over NATS.",
              [({}, self.bulk_credentials_requests)]),
+            ("bulk_api_unauthorized_total", "counter",
+             "Bulk API requests refused with HTTP 401 (wrong credentials).",
+             [({}, self.bulk_api_unauthorized)]),
             ("actual_state_fresh", "gauge",
              "1 when the heartbeats can be trusted to be complete, else 0.",
              [({}, int(facts.actual_fresh))]),
@@ -507,5 +534,9 @@ class Metrics:
         ]
         if self.hm9000 is not None:
             families.extend(self.hm9000.families())
+        families.extend(
+            (gauge.metric_name, "gauge", gauge.help,
+             [({}, NAN if gauge.value is None else gauge.value)])
+            for gauge in self._contract_gauges())
         return [(PREFIX + name, kind, text, samples)
                 for name, kind, text, samples in families]

@@ -21,6 +21,9 @@ class ICcContract(Interface):
     start_subject = Attribute("The NATS subject starts are published on.")
     stop_subject = Attribute("The NATS subject stops are published on.")
     policy = Attribute("The PolicyParameters this CC generation needs.")
+    fetch_user_counts = Attribute("Whether a desired-state pass starts with /bulk/counts.")
+    require_memory_and_updated_at = Attribute(
+        "Whether /bulk/apps entries without `memory` and `updated_at` are invalid.")
 
     def start_message(order):  # noqa: N805 (zope.interface methods take no self)
         """The bytes of the one message that asks the CC to carry out a StartOrder."""

@@ -104,7 +104,10 @@ class ClusterFailureTests(SynchronousTestCase):
 
 
 # Passwords may hold anything a URI's userinfo can carry unescaped, commas included.
-PASSWORDS = st.text(st.sampled_from("abcXYZ019-_.~!$&'()*+,;="), min_size=1, max_size=12)
+# "***" is what a redacted password reads as: a password of only stars cannot be told from
+# its redaction, so it is left out.
+PASSWORDS = st.text(st.sampled_from("abcXYZ019-_.~!$&'()*+,;="), min_size=1,
+                    max_size=12).filter(lambda p: p.strip("*"))
 HOSTS = st.lists(st.tuples(st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True),
                            st.integers(1, 65535)),
                  min_size=1, max_size=5, unique=True)

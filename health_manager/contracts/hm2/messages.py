@@ -17,6 +17,9 @@ class Hm2Contract:
     start_subject = START_SUBJECT
     stop_subject = STOP_SUBJECT
     policy = PolicyParameters()
+    # HM 2.0 read its `total_users` from /bulk/counts, and both fields of every entry.
+    fetch_user_counts = True
+    require_memory_and_updated_at = True
 
     def start_message(self, order):
         droplet = order.droplet

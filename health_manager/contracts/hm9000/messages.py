@@ -28,6 +28,10 @@ def _message_id():
 class Hm9000Contract:
     name = "hm9000"
     policy = POLICY
+    # HM9000 never asked /bulk/counts; CCs from 2017-01 send entries without `memory` and
+    # `updated_at` (cloud_controller_ng 80a53d8a7f).
+    fetch_user_counts = False
+    require_memory_and_updated_at = False
 
     def __init__(self, start_subject=START_SUBJECT, stop_subject=STOP_SUBJECT,
                  message_id=_message_id):
