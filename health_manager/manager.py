@@ -19,6 +19,7 @@ from health_manager.component import Component
 from health_manager.config import redact_servers
 from health_manager.contracts.hm2.reporter import Reporter
 from health_manager.contracts.hm9000.gauges import Hm9000Gauges
+from health_manager.contracts.hm9000.servers import Hm9000Servers
 from health_manager.contracts.selection import contract_for
 from health_manager.desired_state import DesiredState
 from health_manager.freshness import ActualFreshness
@@ -106,9 +107,18 @@ class Manager(MultiService):
         self.harmonizer = Harmonizer(
             config, self.scheduler, self.registry, self.nudger, self.desired_state,
             self.freshness, self.metrics, durable=self.journal, policy=self.contract.policy)
+        # HM9000's side (cc_protocol: hm9000): the per-DEA heartbeat ledger ActualState
+        # feeds, the app-state API (NATS and POST /bulk_app_state), the HTTPS listener.
+        self.hm9000_servers = None
+        if config.hm9000 is not None:
+            self.hm9000_servers = Hm9000Servers(
+                config.hm9000, reactor, self.clock, self.bus, self.registry, self.freshness,
+                self.metrics, intervals.droplet_lost, intervals.flapping_timeout)
         self.actual_state = ActualState(
             config, self.bus, self.registry, self.harmonizer, self.freshness, self.metrics,
-            self.scheduler)
+            self.scheduler,
+            heartbeat_observer=(None if self.hm9000_servers is None
+                                else self.hm9000_servers.ledger.on_heartbeat))
         # The CC's questions, as the contract spoken asks them: HM 2.0's healthmanager.*
         # requests, or HM9000's app-state API and its gauges.
         self.reporter = None
@@ -129,6 +139,9 @@ class Manager(MultiService):
             config, self.metrics, self.component, self.state_view, reactor, reactor,
             log_counts=self.log_counts)
         self.status_server.setServiceParent(self)
+        if self.hm9000_servers is not None:
+            for service in self.hm9000_servers.services:
+                service.setServiceParent(self)
         self.black_box = (BlackBoxDriver(self.bus, self.clock, self.scheduler, reactor,
                                          self.metrics)
                           if config.black_box_test_mode else None)
@@ -164,6 +177,8 @@ class Manager(MultiService):
         ]
         if self.reporter is not None:
             subscriptions.append(self.reporter.subscribe())
+        if self.hm9000_servers is not None:
+            subscriptions.append(self.hm9000_servers.subscribe())
         if self.black_box is not None:
             subscriptions.append(self.black_box.subscribe())
         await defer.gatherResults(subscriptions, consumeErrors=True)

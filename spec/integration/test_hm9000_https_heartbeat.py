@@ -10,8 +10,13 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseNeverReceived
 
 from health_manager.bus import NatsBus
+from health_manager.config import build_config
+from health_manager.manager import Manager
 from health_manager.simulation.nats_server import NatsServer
 from spec.integration.hm9000_support import (
+    API_PASSWORD,
+    API_USER,
+    DROPLET_LOST,
     Certificates,
     ClientTls,
     Hm9000Stack,
@@ -141,3 +146,56 @@ class HttpsHeartbeatTests(TestCase):
         self.assertEqual((await self.post(self.dea(), body))[0], 503)
         self.assertEqual(hm.counters.https_heartbeats_rejected, {"nats_disconnected": 1})
         self.assertEqual(hm.counters.https_heartbeats_relayed, 0)
+
+
+class ManagerTests(TestCase):
+    timeout = 60
+
+    async def test_manager_serves_hm9000s_side(self):
+        """The Manager with `cc_protocol: hm9000` and the `hm9000` section: a DEA's HTTPS
+        heartbeat comes back, through NATS and the Manager's ingest, in its
+        `POST /bulk_app_state` reply (the bulk API is unreachable: not desired)."""
+        certificates = Certificates(self.mktemp())
+        nats = NatsServer().start()
+        self.addCleanup(nats.stop)
+        config, _warnings = build_config({
+            "mbus": nats.url, "cc_protocol": "hm9000", "local_route": "127.0.0.1",
+            "bulk_api": {"host": "http://127.0.0.1:1", "user": "bulk_api", "password": "x"},
+            "status": {"port": 0, "user": "u", "password": "p"},
+            "intervals": {"droplet_lost": DROPLET_LOST},
+            "hm9000": {"api_port": 0, "api_address": "127.0.0.1", "api_user": API_USER,
+                       "api_password": API_PASSWORD, "heartbeat_port": 0,
+                       "heartbeat_address": "127.0.0.1",
+                       "ssl": {"cert_file": certificates.cert_file,
+                               "key_file": certificates.key_file,
+                               "ca_file": certificates.ca_file}}}, {})
+        manager = Manager(config, reactor)
+        manager.startService()
+        self.addCleanup(manager.stopService)
+        await wait_until(lambda: manager.bus.connected, what="HM connected")
+        await manager._started
+        servers = manager.hm9000_servers
+        client, pool = https_client(reactor, ClientTls(certificates.authority,
+                                                       certificates.client))
+        self.addCleanup(pool.closeCachedConnections)
+        body = orjson.dumps(heartbeat("dea-https", entry("g0", 0)))
+        response = await client.post(f"https://127.0.0.1:{servers.listener.port}"
+                                     "/dea/heartbeat", data=body)
+        self.assertEqual(response.code, 202)
+        await wait_until(lambda: manager.metrics.heartbeat_msgs_received == 1,
+                         what="heartbeat ingested")
+        await wait_until(manager.freshness.is_fresh, what="fresh")
+        response = await client.post(f"https://127.0.0.1:{servers.listener.port}"
+                                     "/dea/heartbeat", data=body)
+        self.assertEqual(response.code, 202)  # the DEA's next one: within droplet_lost
+        await wait_until(lambda: manager.metrics.heartbeat_msgs_received == 2,
+                         what="heartbeat ingested again")
+        response = await treq.post(
+            f"http://127.0.0.1:{servers.api.port}/bulk_app_state",
+            data=orjson.dumps([{"droplet": "app-1", "version": "v1"}]),
+            auth=(API_USER, API_PASSWORD), persistent=False)
+        reply = orjson.loads(await treq.content(response))
+        self.assertEqual([(b["dea_guid"], b["instance"])
+                          for b in reply["app-1"]["instance_heartbeats"]],
+                         [("dea-https", "g0")])
+        self.assertEqual(manager.metrics.varz()["https_heartbeats_relayed"], 2)
