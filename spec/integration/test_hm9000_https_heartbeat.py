@@ -2,6 +2,10 @@
 (certificates made by the test with trustme), relayed on a real nats-server to every
 health manager, the receiving one included, which ingest them through NATS alone."""
 
+import os
+import subprocess
+import sys
+
 import orjson
 import treq
 from OpenSSL import SSL
@@ -24,7 +28,15 @@ from spec.integration.hm9000_support import (
     heartbeat,
     https_client,
 )
-from spec.integration.support import LogCapture, Recorder, connected, wait_until
+from spec.integration.support import (
+    ROOT,
+    TWISTD,
+    LogCapture,
+    Recorder,
+    connected,
+    wait_until,
+    write_config,
+)
 
 
 class HttpsHeartbeatTests(TestCase):
@@ -199,3 +211,23 @@ class ManagerTests(TestCase):
                           for b in reply["app-1"]["instance_heartbeats"]],
                          [("dea-https", "g0")])
         self.assertEqual(manager.metrics.varz()["https_heartbeats_relayed"], 2)
+
+    def test_unusable_tls_file_stops_the_start_with_one_line(self):
+        """A PEM file that is readable but holds no key: `twistd health_manager` exits 1
+        with one line naming `hm9000.ssl.key_file`."""
+        certificates = Certificates(os.path.abspath(self.mktemp()))
+        path = write_config(
+            self, cc_protocol="hm9000",
+            bulk_api={"host": "http://127.0.0.1:1", "user": "bulk_api", "password": "x"},
+            hm9000={"api_port": 0, "api_user": API_USER, "api_password": API_PASSWORD,
+                    "heartbeat_port": 0,
+                    "ssl": {"cert_file": certificates.cert_file,
+                            "key_file": certificates.cert_file,
+                            "ca_file": certificates.ca_file}})
+        result = subprocess.run(
+            [sys.executable, TWISTD, "-n", "--pidfile=", "health_manager", "-c", path],
+            capture_output=True, text=True, cwd=ROOT, timeout=30,
+            env=dict(os.environ, PYTHONPATH=ROOT))
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertEqual(result.stderr.strip().count("\n"), 0, result.stderr)
+        self.assertIn("'hm9000.ssl.key_file'", result.stderr)
