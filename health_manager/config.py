@@ -274,10 +274,16 @@ class HaConfig:
     key_prefix: str = "health_manager"
     sentinels: tuple[tuple[str, int], ...] = ()
     master_name: str | None = None
+    # With `etcd`, the lease and journal live in etcd (v2 keys API) instead of Redis.
+    etcd: tuple[str, ...] = ()
+    etcd_ca_file: str | None = None
+    etcd_cert_file: str | None = None
+    etcd_key_file: str | None = None
 
 
+_ETCD_TLS_KEYS = ("etcd_ca_file", "etcd_cert_file", "etcd_key_file")
 _HA_KEYS = ("redis", "lease_duration", "renew_deadline", "retry_period", "key_prefix",
-            "sentinels", "master_name")
+            "sentinels", "master_name", "etcd", *_ETCD_TLS_KEYS)
 
 
 def parse_ha(raw: dict[str, Any], warnings: list[str]) -> HaConfig | None:
@@ -307,12 +313,18 @@ def parse_ha(raw: dict[str, Any], warnings: list[str]) -> HaConfig | None:
     if not isinstance(prefix, str) or not prefix.strip():
         raise ConfigError("ha.key_prefix", f"must be a non-empty string, got {prefix!r}")
     prefix = prefix.strip()
+    if section.get("etcd") is not None:
+        return _etcd_ha(section, prefix, periods)
+    for key in _ETCD_TLS_KEYS:
+        if section.get(key) is not None:
+            raise ConfigError(f"ha.{key}", "is only used with ha.etcd, which is not set")
     if not sentinels:
         if section.get("master_name") is not None:
             raise ConfigError("ha.master_name", "is only used with ha.sentinels, which is "
                                                 "not set")
         if section.get("redis") is None:
-            raise ConfigError("ha.redis", "is required (or ha.sentinels with ha.master_name)")
+            raise ConfigError("ha.redis", "is required (or ha.sentinels with ha.master_name, "
+                                          "or ha.etcd)")
         uri = _required_str(section, "redis", "ha.redis")
         host, port, db, password, tls = _redis_uri(uri)
         return HaConfig(redis_host=host, redis_port=port, redis_db=db,
@@ -338,6 +350,86 @@ def parse_ha(raw: dict[str, Any], warnings: list[str]) -> HaConfig | None:
                     lease_duration=periods["lease_duration"],
                     renew_deadline=periods["renew_deadline"],
                     retry_period=periods["retry_period"])
+
+
+def _etcd_ha(section: Mapping[str, Any], prefix: str,
+             periods: dict[str, float]) -> HaConfig:
+    """The `ha` section with `ha.etcd`: the members' URLs and their TLS files."""
+    others = [f"ha.{key}" for key in ("redis", "sentinels", "master_name")
+              if section.get(key) is not None]
+    if others:
+        raise ConfigError("ha.etcd", "takes exactly one of ha.redis, ha.sentinels or ha.etcd "
+                                     f"(ha.redis may accompany ha.sentinels), got ha.etcd and "
+                                     f"{' and '.join(others)}")
+    members = _etcd_members(section.get("etcd"))
+    files = {key: _tls_file(section, key) for key in _ETCD_TLS_KEYS}
+    for key, pair in (("etcd_cert_file", "etcd_key_file"), ("etcd_key_file", "etcd_cert_file")):
+        if files[key] is None and files[pair] is not None:
+            raise ConfigError(f"ha.{key}", f"is required with ha.{pair} (a client "
+                                           "certificate and its key go together)")
+    if not any(m.startswith("https://") for m in members):
+        for key, path in files.items():
+            if path is not None:
+                raise ConfigError(f"ha.{key}", "is only used with https:// members in ha.etcd")
+    return HaConfig(redis_host=None, redis_port=None, redis_db=0, redis_password=None,
+                    redis_tls=False, redis_uri=None, etcd=members, key_prefix=prefix,
+                    lease_duration=periods["lease_duration"],
+                    renew_deadline=periods["renew_deadline"],
+                    retry_period=periods["retry_period"],
+                    etcd_ca_file=files["etcd_ca_file"], etcd_cert_file=files["etcd_cert_file"],
+                    etcd_key_file=files["etcd_key_file"])
+
+
+def _etcd_members(value: object) -> tuple[str, ...]:
+    """`ha.etcd` as ("scheme://host:port", ...): every member of one etcd cluster."""
+    usage = "must be a non-empty list of http(s)://host:port URLs (the etcd members)"
+    if not isinstance(value, list) or not value:
+        raise ConfigError("ha.etcd", f"{usage}, got {value!r}")
+    members: list[str] = []
+    for entry in value:
+        if not isinstance(entry, str):
+            raise ConfigError("ha.etcd", f"{usage}, got the entry {entry!r}")
+        parts = urlsplit(entry.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("ha.etcd", f"{usage}, got the entry {entry!r}")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError("ha.etcd", f"has an invalid port in {entry!r}") from None
+        if port is None:
+            raise ConfigError("ha.etcd", f"needs the client port in {entry!r} (cf-release's "
+                                         "etcd listens on 4001)")
+        if "@" in parts.netloc:
+            raise ConfigError("ha.etcd", f"takes no user or password in {entry!r} (use "
+                                         "client certificates)")
+        if parts.path.strip("/") or parts.query or parts.fragment:
+            raise ConfigError("ha.etcd", f"takes no path, query or fragment: {entry!r}")
+        member = f"{parts.scheme}://{parts.netloc}"
+        if member in members:
+            raise ConfigError("ha.etcd", f"lists {entry!r} twice")
+        members.append(member)
+    if len({m.split(":", 1)[0] for m in members}) > 1:
+        raise ConfigError("ha.etcd", f"mixes http:// and https:// members: {members!r}")
+    return tuple(members)
+
+
+def _tls_file(section: Mapping[str, Any], key: str) -> str | None:
+    """A readable PEM file named by `ha.{key}`, or None."""
+    path = section.get(key)
+    if path is None:
+        return None
+    name = f"ha.{key}"
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigError(name, f"must be the path of a PEM file, got {path!r}")
+    path = path.strip()
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64 * 1024)
+    except OSError as e:
+        raise ConfigError(name, f"cannot be read: {e.strerror or e} ({path})") from None
+    if b"-----BEGIN " not in head:
+        raise ConfigError(name, f"is not a PEM file: {path}")
+    return path
 
 
 def _sentinels(section: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
