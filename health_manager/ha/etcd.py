@@ -2,9 +2,11 @@
 
 The etcd that cf-release foundations ran for HM9000 was 2.x: plain HTTP(S) requests to
 `/v2/keys/...`, sent with treq to one member at a time (EtcdClient). A member that refuses
-the connection is skipped at once; one that does not answer within the reply timeout, or
-answers 5xx or garbage, fails the call (the lease's retry loop tries again) and the next
-call goes to the next member listed.
+or closes the connection without an answer is skipped at once; one that does not answer
+within the reply timeout, or answers 5xx or garbage, fails the call (the lease's retry loop
+tries again) and the next call goes to the next member listed. Sending a call again is
+always safe, even if the first one was applied: each store reads what it finds when its
+condition fails (its own lease, its own epoch's entry) and carries on.
 
 Keys, under `/{key_prefix}`:
 - `leader`: the lease. Its value is the holder's id, its TTL the lease duration rounded up
@@ -45,13 +47,20 @@ from twisted.internet.ssl import (
     trustRootFromCertificates,
 )
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    RequestTransmissionFailed,
+    ResponseNeverReceived,
+)
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from health_manager.ha.journal import IJournalStore
 from health_manager.ha.lease import ILeaseStore, LeaseUnavailable
 
+# A member that closed or refused the connection without answering (killed, restarting).
+_GONE = (error.ConnectError, RequestTransmissionFailed, ResponseNeverReceived)
 # etcd v2 error codes (etcd's error/error.go) that are answers, not failures.
 KEY_NOT_FOUND = 100
 COMPARE_FAILED = 101
@@ -172,14 +181,14 @@ class EtcdClient:
         while True:
             member = self.member
             d = defer.Deferred.fromCoroutine(self._exchange(member, method, key, params, value))
-            d.addTimeout(self._timeout, self._reactor)
+            d.addTimeout(self._timeout, self._reactor, onTimeoutCancel=_timed_out)
             try:
                 answer = await d
             except Exception as e:  # noqa: BLE001 (any failure: this member is out)
                 tried += 1
                 self._member_failed(member, e)
-                if isinstance(e, error.ConnectError) and tried < len(self.members):
-                    continue  # nothing was sent: the next member is asked at once
+                if isinstance(e, _GONE) and tried < len(self.members):
+                    continue  # closed without an answer: the next member is asked at once
                 self.connected = False
                 raise EtcdUnavailable(f"{self.address}: {member}: {_describe(e)}") from None
             self._member_answered(member)
@@ -215,6 +224,12 @@ class EtcdClient:
         if member != self._answering:
             self._answering = member
             self.log.info("HA: etcd member {member} answering", member=member)
+
+
+def _timed_out(result, timeout):
+    # Whatever the cancelled request failed with (treq wraps it): a member too slow to
+    # answer is not skipped at once, the call fails.
+    raise defer.TimeoutError(f"no answer within {timeout} s")
 
 
 def _describe(e):
