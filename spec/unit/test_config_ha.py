@@ -188,3 +188,77 @@ class SentinelConfigTests(SynchronousTestCase):
                            "redis": "redis://:pw@127.0.0.1"})
         self.assertEqual(redacted(config.raw)["ha"],
                          {"sentinels": SENTINELS[:1], "master_name": "hm"})
+
+
+MEMBERS = ["https://10.0.16.20:4001", "https://10.0.16.21:4001"]
+
+
+class EtcdConfigTests(SynchronousTestCase):
+    def pem(self, name):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f"-----BEGIN CERTIFICATE-----\n{name}\n-----END CERTIFICATE-----\n")
+        return path
+
+    def test_members_and_tls_files(self):
+        """ha.etcd lists the members; the three TLS files are kept; no Redis is set."""
+        files = {key: self.pem(key) for key in ("etcd_ca_file", "etcd_cert_file",
+                                                 "etcd_key_file")}
+        config, warnings = build({"etcd": [" https://10.0.16.20:4001/ ", MEMBERS[1]],
+                                  "retry_period": 1, **files})
+        ha = config.ha
+        self.assertEqual(ha.etcd, tuple(MEMBERS))
+        self.assertEqual((ha.etcd_ca_file, ha.etcd_cert_file, ha.etcd_key_file),
+                         (files["etcd_ca_file"], files["etcd_cert_file"],
+                          files["etcd_key_file"]))
+        self.assertEqual((ha.redis_host, ha.redis_uri, ha.sentinels), (None, None, ()))
+        self.assertEqual(warnings, [])
+
+    def test_exactly_one_store(self):
+        """ha.etcd beside ha.redis or ha.sentinels fails on ha.etcd naming the keys."""
+        for other in ({"redis": "redis://127.0.0.1"},
+                      {"sentinels": SENTINELS, "master_name": "hm"}):
+            with self.assertRaises(ConfigError, msg=repr(other)) as caught:
+                build({"etcd": MEMBERS, **other})
+            self.assertEqual(caught.exception.key, "ha.etcd")
+            for key in ("ha.redis", "ha.sentinels", "ha.etcd"):
+                self.assertIn(key, str(caught.exception))
+
+    def test_none_of_them(self):
+        """Without any store the error names all three."""
+        with self.assertRaises(ConfigError) as caught:
+            build({"lease_duration": 15})
+        for key in ("ha.redis", "ha.sentinels", "ha.etcd"):
+            self.assertIn(key, str(caught.exception))
+
+    def test_bad_members(self):
+        """Not a non-empty list of http(s)://host:port URLs, no port, a user, a path, a
+        duplicate or mixed schemes: each fails on ha.etcd."""
+        for members in ([], "http://127.0.0.1:4001", [4001], ["127.0.0.1:4001"],
+                        ["etcd://127.0.0.1:4001"], ["http://127.0.0.1"], ["http://h:x"],
+                        ["http://u:p@h:4001"], ["http://h:4001/v2/keys"], ["http://h:4001?a=1"],
+                        ["http://h:4001", "http://h:4001/"], ["http://a:4001", "https://b:4001"],
+                        [None]):
+            with self.assertRaises(ConfigError, msg=repr(members)) as caught:
+                build({"etcd": members})
+            self.assertEqual(caught.exception.key, "ha.etcd")
+
+    def test_tls_files_checked(self):
+        """A missing or non-PEM file, a certificate without its key (or the reverse), TLS
+        files with http:// members or without ha.etcd: each fails on the file's key."""
+        not_pem = self.mktemp()
+        with open(not_pem, "w") as f:
+            f.write("hello")
+        cert, key = self.pem("cert"), self.pem("key")
+        cases = [({"etcd": MEMBERS, "etcd_ca_file": "/nonexistent/ca.pem"}, "ha.etcd_ca_file"),
+                 ({"etcd": MEMBERS, "etcd_ca_file": not_pem}, "ha.etcd_ca_file"),
+                 ({"etcd": MEMBERS, "etcd_ca_file": 7}, "ha.etcd_ca_file"),
+                 ({"etcd": MEMBERS, "etcd_cert_file": cert}, "ha.etcd_key_file"),
+                 ({"etcd": MEMBERS, "etcd_key_file": key}, "ha.etcd_cert_file"),
+                 ({"etcd": ["http://h:4001"], "etcd_cert_file": cert, "etcd_key_file": key},
+                  "ha.etcd_cert_file"),
+                 ({"redis": "redis://h", "etcd_ca_file": cert}, "ha.etcd_ca_file")]
+        for section, name in cases:
+            with self.assertRaises(ConfigError, msg=repr(section)) as caught:
+                build(section)
+            self.assertEqual(caught.exception.key, name)
