@@ -10,8 +10,9 @@ condition fails (its own lease, its own epoch's entry) and carries on.
 
 Keys, under `/{key_prefix}`:
 - `leader`: the lease. Its value is the holder's id, its TTL the lease duration rounded up
-  to whole seconds. Acquire is a create (`prevExist=false`), renew a compare-and-swap
-  refresh (`prevValue=holder&refresh=true`), release a compare-and-delete (`prevValue`).
+  to whole seconds. Acquire is a create (`prevExist=false`), renew a compare-and-swap of
+  the same value with a new TTL (`prevValue=holder`; not `refresh=true`, which etcd before
+  2.3 ignores and would then blank the value), release a compare-and-delete (`prevValue`).
 - `crash/{app}:{version}:{index}` and `start/...`: the journal's entries, each with its TTL.
 
 The fence. The v2 API has no multi-key transaction, so the Redis fence (one script checks
@@ -304,19 +305,20 @@ class EtcdLeaseStore(_OnClient):
             return False, epoch, current.node.get("value")
         # Still this holder's (the answer to its last renewal was lost): keep it.
         renewed = await self._renew(holder, ttl_ms)
-        return renewed is not None, renewed or epoch, holder
+        if renewed is None:
+            return False, epoch, None  # expired or taken in between
+        return True, renewed, holder
 
     def renew(self, holder, ttl_ms):
         return defer.Deferred.fromCoroutine(self._renew(holder, ttl_ms))
 
     async def _renew(self, holder, ttl_ms):
         answer = await self._client.request(
-            "PUT", self._key, {"prevExist": "true", "prevValue": holder, "refresh": "true",
-                               "ttl": _seconds(ttl_ms)})
+            "PUT", self._key, {"prevValue": holder, "ttl": _seconds(ttl_ms)}, holder)
         if answer.code in (KEY_NOT_FOUND, COMPARE_FAILED):
             return None
         if not answer.ok:
-            raise _unexpected("lease refresh", answer)
+            raise _unexpected("lease renewal", answer)
         return _node_index(answer, "createdIndex")
 
     def release(self, holder):

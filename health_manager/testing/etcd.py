@@ -2,7 +2,7 @@
 
 FakeEtcd keeps what the stores rely on: one global index that every write raises, a
 node's createdIndex and modifiedIndex, TTLs (expired nodes vanish), `prevExist`,
-`prevValue`, `prevIndex`, `refresh` and one-level `recursive` reads, with etcd's error
+`prevValue`, `prevIndex` and one-level `recursive` reads, with etcd's error
 codes. FakeEtcdClient is one HM's client of it: it can be taken down, or made to hold
 every request until `answer_held()` answers them in a chosen order.
 """
@@ -58,9 +58,7 @@ class FakeEtcd:
         node = self.node(key)
         if params.get("prevExist") == "false" and node is not None:
             return self._error(412, KEY_EXISTS)
-        compares = "prevValue" in params or "prevIndex" in params \
-            or params.get("prevExist") == "true"
-        if compares and node is None:
+        if ("prevValue" in params or "prevIndex" in params) and node is None:
             return self._error(404, KEY_NOT_FOUND)
         if node is not None and (
                 ("prevValue" in params and node["value"] != params["prevValue"])
@@ -69,8 +67,6 @@ class FakeEtcd:
         self.index += 1
         ttl = params.get("ttl")
         expires = None if ttl is None else self._clock.seconds() + int(ttl)
-        if params.get("refresh") == "true":
-            value = node["value"]
         created = self.index if node is None else node["createdIndex"]
         self.nodes[key] = {"key": key, "value": value, "createdIndex": created,
                            "modifiedIndex": self.index, "expires": expires}
