@@ -367,6 +367,7 @@ def _etcd_ha(section: Mapping[str, Any], prefix: str,
         if files[key] is None and files[pair] is not None:
             raise ConfigError(f"ha.{key}", f"is required with ha.{pair} (a client "
                                            "certificate and its key go together)")
+    _check_etcd_tls(files)
     if not any(m.startswith("https://") for m in members):
         for key, path in files.items():
             if path is not None:
@@ -414,7 +415,7 @@ def _etcd_members(value: object) -> tuple[str, ...]:
 
 
 def _tls_file(section: Mapping[str, Any], key: str) -> str | None:
-    """A readable PEM file named by `ha.{key}`, or None."""
+    """The path of a readable file named by `ha.{key}`, or None."""
     path = section.get(key)
     if path is None:
         return None
@@ -423,13 +424,48 @@ def _tls_file(section: Mapping[str, Any], key: str) -> str | None:
         raise ConfigError(name, f"must be the path of a PEM file, got {path!r}")
     path = path.strip()
     try:
-        with open(path, "rb") as f:
-            head = f.read(64 * 1024)
+        with open(path, "rb"):
+            pass
     except OSError as e:
         raise ConfigError(name, f"cannot be read: {e.strerror or e} ({path})") from None
-    if b"-----BEGIN " not in head:
-        raise ConfigError(name, f"is not a PEM file: {path}")
     return path
+
+
+def _check_etcd_tls(files: dict[str, str | None]) -> None:
+    """Each TLS file holds what its key says (PEM certificates, an unencrypted private key
+    matching the certificate): the HM would otherwise fail at its first etcd call."""
+    # cryptography comes with Twisted[tls] (pyOpenSSL); only an etcd config needs it.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    def read(key: str) -> bytes:
+        with open(str(files[key]), "rb") as f:
+            return f.read()
+
+    def public(key: Any) -> bytes:
+        return bytes(key.public_bytes(serialization.Encoding.PEM,
+                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+
+    if files["etcd_ca_file"] is not None:
+        try:
+            x509.load_pem_x509_certificates(read("etcd_ca_file"))
+        except ValueError:
+            raise ConfigError("ha.etcd_ca_file", "holds no PEM certificate: "
+                              f"{files['etcd_ca_file']}") from None
+    if files["etcd_cert_file"] is None:
+        return
+    try:
+        certificate = x509.load_pem_x509_certificate(read("etcd_cert_file"))
+    except ValueError:
+        raise ConfigError("ha.etcd_cert_file", "holds no PEM certificate: "
+                          f"{files['etcd_cert_file']}") from None
+    try:
+        private = serialization.load_pem_private_key(read("etcd_key_file"), password=None)
+    except (ValueError, TypeError):
+        raise ConfigError("ha.etcd_key_file", "holds no unencrypted PEM private key: "
+                          f"{files['etcd_key_file']}") from None
+    if public(private.public_key()) != public(certificate.public_key()):
+        raise ConfigError("ha.etcd_key_file", "is not the key of ha.etcd_cert_file")
 
 
 def _sentinels(section: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:

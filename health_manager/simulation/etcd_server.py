@@ -81,6 +81,11 @@ class EtcdServer(ServerProcess):
         except (OSError, ValueError):
             return False
 
+    def is_raft_leader(self):
+        """True when this member is the cluster's raft leader (v2 stats)."""
+        with urllib.request.urlopen(f"{self.url}/v2/stats/self", timeout=2) as answer:
+            return json.loads(answer.read()).get("state") == "StateLeader"
+
     def get(self, key):
         """The v2 node of `key` (quorum read), or None when absent."""
         try:

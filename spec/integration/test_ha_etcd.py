@@ -2,16 +2,9 @@
 epoch, outages, pauses, failover across members, client TLS, garbage answers, and the
 fence, proven with a deposed writer whose write arrives after a newer leader's."""
 
-import datetime
-import ipaddress
-import os
 import time
 
 import orjson
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
@@ -26,6 +19,7 @@ from health_manager.metrics import Metrics
 from health_manager.model.durable import CrashRecord
 from health_manager.scheduler import Scheduler
 from health_manager.simulation.etcd_server import EtcdCluster, EtcdServer
+from health_manager.testing.tls import tls_files
 from spec.integration.delay_proxy import DelayProxy
 
 PREFIX = "hm-test"
@@ -157,10 +151,12 @@ class EtcdMembersTests(EtcdCase):
     size = 3
 
     async def test_killed_member_skipped_paused_member_left(self):
-        """Three members. The member the client talks to killed: the next call is answered
-        by another at once. The killed one back and the other one paused: one call times
-        out, the next is answered by the third (two of three keep the quorum)."""
-        a = self.lease_store()
+        """Three members, listed followers first (a killed raft leader would hold every
+        write for an election). The member the client talks to killed: the next call is
+        answered by another at once. The killed one back and the other one paused: one call
+        times out, the next is answered by the third (two of three keep the quorum)."""
+        a = self.lease_store(members=sorted(
+            self.etcd.urls, key=lambda url: self.etcd.member_at(url).is_raft_leader()))
         _, epoch, _ = await a.acquire("a", 30_000)  # outlives the blocking restart below
         first = self.etcd.member_at(a._client.member)
         first.kill()
@@ -275,67 +271,12 @@ class EtcdJournalStoreTests(EtcdCase):
         self.assertEqual(orjson.loads(node["value"])["epoch"], epoch)
 
 
-def _tls_files(directory):
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files:
-    {ca_file, server_cert, server_key, client_cert, client_key, stranger_cert,
-    stranger_key} (the stranger's is signed by another CA)."""
-    os.makedirs(directory, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    files = {}
-
-    def write(name, data):
-        files[name] = os.path.join(directory, f"{name}.pem")
-        with open(files[name], "wb") as f:
-            f.write(data)
-
-    def key_pem(key):
-        return key.private_bytes(serialization.Encoding.PEM,
-                                 serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption())
-
-    def certificate(name, key, issuer_name, issuer_key, ca=False, san=None, client=False):
-        builder = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-                   .issuer_name(issuer_name).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(days=1))
-                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), True))
-        if san:
-            builder = builder.add_extension(x509.SubjectAlternativeName(san), False)
-        if not ca:
-            usage = (x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH if client
-                     else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH)
-            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), False)
-        return builder.sign(issuer_key, hashes.SHA256()).public_bytes(
-            serialization.Encoding.PEM)
-
-    def authority(name):
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        return key, subject, certificate(name, key, subject, key, ca=True)
-
-    ca_key, ca_name, ca_pem = authority("hm-test-ca")
-    write("ca_file", ca_pem)
-    for name, san, client in (("server", [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
-                               False), ("client", None, True)):
-        key = ec.generate_private_key(ec.SECP256R1())
-        write(f"{name}_cert", certificate(f"hm-test-{name}", key, ca_name, ca_key, san=san,
-                                          client=client))
-        write(f"{name}_key", key_pem(key))
-    other_key, other_name, _ = authority("stranger-ca")
-    key = ec.generate_private_key(ec.SECP256R1())
-    write("stranger_cert", certificate("stranger", key, other_name, other_key, client=True))
-    write("stranger_key", key_pem(key))
-    return files
-
-
 class EtcdTlsTests(unittest.TestCase):
     async def test_client_certificate_required(self):
         """An https etcd asking for client certificates: with ha.etcd_ca_file, cert and key
         the lease is won; with a certificate of another CA, calls fail with
         LeaseUnavailable."""
-        files = _tls_files(self.mktemp())
+        files = tls_files(self.mktemp())
         member = EtcdServer(self.mktemp(), tls={
             "ca_file": files["ca_file"], "cert_file": files["server_cert"],
             "key_file": files["server_key"], "client_cert_file": files["client_cert"],

@@ -4,6 +4,7 @@ mode ignoring it."""
 from twisted.trial.unittest import SynchronousTestCase
 
 from health_manager.config import ConfigError, build_config, redacted
+from health_manager.testing.tls import tls_files
 
 MINIMAL = {"mbus": "nats://127.0.0.1:4222/", "bulk_api": {"host": "api.vcap.me"}}
 
@@ -194,16 +195,14 @@ MEMBERS = ["https://10.0.16.20:4001", "https://10.0.16.21:4001"]
 
 
 class EtcdConfigTests(SynchronousTestCase):
-    def pem(self, name):
-        path = self.mktemp()
-        with open(path, "w") as f:
-            f.write(f"-----BEGIN CERTIFICATE-----\n{name}\n-----END CERTIFICATE-----\n")
-        return path
+    def setUp(self):
+        self.tls = tls_files(self.mktemp())
 
     def test_members_and_tls_files(self):
         """ha.etcd lists the members; the three TLS files are kept; no Redis is set."""
-        files = {key: self.pem(key) for key in ("etcd_ca_file", "etcd_cert_file",
-                                                 "etcd_key_file")}
+        files = {"etcd_ca_file": self.tls["ca_file"],
+                 "etcd_cert_file": self.tls["client_cert"],
+                 "etcd_key_file": self.tls["client_key"]}
         config, warnings = build({"etcd": [" https://10.0.16.20:4001/ ", MEMBERS[1]],
                                   "retry_period": 1, **files})
         ha = config.ha
@@ -244,19 +243,26 @@ class EtcdConfigTests(SynchronousTestCase):
             self.assertEqual(caught.exception.key, "ha.etcd")
 
     def test_tls_files_checked(self):
-        """A missing or non-PEM file, a certificate without its key (or the reverse), TLS
-        files with http:// members or without ha.etcd: each fails on the file's key."""
+        """A missing file, one without what its key says (certificates, an unencrypted
+        key), a key of another certificate, a certificate without its key (or the
+        reverse), TLS files with http:// members or without ha.etcd: each fails at start
+        on the file's key."""
         not_pem = self.mktemp()
         with open(not_pem, "w") as f:
             f.write("hello")
-        cert, key = self.pem("cert"), self.pem("key")
+        tls = self.tls
+        cert, key = tls["client_cert"], tls["client_key"]
+        both = {"etcd": MEMBERS, "etcd_cert_file": cert, "etcd_key_file": key}
         cases = [({"etcd": MEMBERS, "etcd_ca_file": "/nonexistent/ca.pem"}, "ha.etcd_ca_file"),
                  ({"etcd": MEMBERS, "etcd_ca_file": not_pem}, "ha.etcd_ca_file"),
+                 ({"etcd": MEMBERS, "etcd_ca_file": key}, "ha.etcd_ca_file"),
                  ({"etcd": MEMBERS, "etcd_ca_file": 7}, "ha.etcd_ca_file"),
+                 ({**both, "etcd_cert_file": key}, "ha.etcd_cert_file"),
+                 ({**both, "etcd_key_file": cert}, "ha.etcd_key_file"),
+                 ({**both, "etcd_key_file": tls["stranger_key"]}, "ha.etcd_key_file"),
                  ({"etcd": MEMBERS, "etcd_cert_file": cert}, "ha.etcd_key_file"),
                  ({"etcd": MEMBERS, "etcd_key_file": key}, "ha.etcd_cert_file"),
-                 ({"etcd": ["http://h:4001"], "etcd_cert_file": cert, "etcd_key_file": key},
-                  "ha.etcd_cert_file"),
+                 ({**both, "etcd": ["http://h:4001"]}, "ha.etcd_cert_file"),
                  ({"redis": "redis://h", "etcd_ca_file": cert}, "ha.etcd_ca_file")]
         for section, name in cases:
             with self.assertRaises(ConfigError, msg=repr(section)) as caught:
