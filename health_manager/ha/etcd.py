@@ -378,13 +378,25 @@ class EtcdJournalStore(_OnClient):
             return False
         if not lease.ok:
             raise _unexpected("lease read", lease)
-        try:
-            written = await defer.gatherResults(
-                [self._parallel.run(self._put, epoch, *entry) for entry in entries],
-                consumeErrors=True)
-        except defer.FirstError as e:
-            e.subFailure.raiseException()
-        return all(written)
+        abandoned: list[Exception] = []
+
+        async def put(entry):
+            if abandoned:  # etcd failed this batch: the entries not sent yet wait for a retry
+                raise abandoned[0]
+            try:
+                return await self._put(epoch, *entry)
+            except EtcdUnavailable as e:
+                abandoned.append(e)
+                raise
+
+        # Every put ends before the batch does (and the lock is released), so no later
+        # write of the same entry can run beside one of this batch.
+        results = await defer.DeferredList(
+            [self._parallel.run(put, entry) for entry in entries], consumeErrors=True)
+        for succeeded, value in results:
+            if not succeeded:
+                value.raiseException()
+        return all(value for _, value in results)
 
     async def _put(self, epoch, kind, key, value, ttl_ms):
         """Write one entry unless it carries a higher epoch; True when written."""

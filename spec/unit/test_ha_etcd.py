@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from health_manager.config import build_config
-from health_manager.ha.etcd import EtcdJournalStore, EtcdLeaseStore, envelope
+from health_manager.ha.etcd import EtcdJournalStore, EtcdLeaseStore, EtcdUnavailable, envelope
 from health_manager.ha.journal import IJournalStore, Journal
 from health_manager.ha.lease import LEADER, ILeaseStore, LeaseUnavailable, RedisLease
 from health_manager.metrics import Metrics
@@ -106,6 +106,20 @@ class EtcdLeaseTests(SynchronousTestCase):
         rig.clock.advance(2)
         self.assertEqual(result(store.acquire("a", 3000)), (True, epoch, "a"))
         self.assertEqual(rig.etcd.node("/hm/leader")["expires"] - rig.clock.seconds(), 3)
+
+    def test_own_key_gone_before_its_renewal_is_not_claimed(self):
+        """The own key found, then expired before the renewal lands: not acquired, and no
+        holder named (not this HM)."""
+        rig = Rig(count=1)
+        store, client = rig.stores[0], rig.clients[0]
+        _, epoch, _ = result(store.acquire("a", 3000))
+        client.hold = True
+        d = store.acquire("a", 3000)
+        client.answer_held()  # the create: the key exists
+        client.answer_held()  # the read: it is "a"'s
+        del rig.etcd.nodes["/hm/leader"]
+        client.answer_held()  # the renewal: gone
+        self.assertEqual(result(d), (False, epoch, None))
 
     def test_renew_and_release_compare_the_holder(self):
         rig = Rig(count=1)
@@ -226,6 +240,32 @@ class EtcdJournalStoreTests(SynchronousTestCase):
             client.answer_held()  # the late PUT
             self.assertFalse(result(late))
             self.assertEqual(rig.stored(), envelope(new, b'"new"').decode())
+
+    def test_a_failed_batch_ends_after_all_its_puts(self):
+        """etcd fails one put of a batch: the entries not sent yet are not sent, the
+        batch fails with LeaseUnavailable once every put has ended, and only then does the
+        next batch start."""
+        rig = JournalRig()
+        epoch = rig.win("a")
+        client, store = rig.store()
+        entries = [("crash", f"app:v1:{i}", b"1", 5000) for i in range(20)]
+        client.hold = True
+        first = store.write(epoch, entries)
+        ended = []
+        first.addBoth(lambda r: ended.append(r) or r)
+        second = store.write(epoch, entries[:1])
+        client.answer_held()  # the lease check
+        self.assertEqual(len(client.held), 8)  # PARALLEL_WRITES puts
+        client.down = True
+        client.hold = False
+        held, client.held = client.held, []
+        held[0][0].errback(EtcdUnavailable("etcd went away"))
+        self.assertEqual(ended, [])  # seven puts still out
+        for d, method, key, params, value in held[1:]:
+            d.callback(rig.etcd.answer(method, key, params, value))
+        self.assertRaises(LeaseUnavailable, result, first)
+        self.assertEqual(len(rig.etcd.nodes) - 1, 7)  # the lease, and the seven answered
+        self.assertRaises(LeaseUnavailable, result, second)  # started after, etcd down
 
     def test_writes_of_one_store_never_overtake_each_other(self):
         """Two batches writing one entry, their answers coming back in reverse order: the
