@@ -140,7 +140,7 @@ class ActualState:
         if crowded is not None:
             # After the whole message: its other entries may say who else runs.
             for droplet in crowded.values():
-                self._harmonizer.on_heartbeat_duplicate(droplet)
+                self._harmonizer.on_heartbeat_news(droplet)
         self._metrics.instance_heartbeats_received += len(beats) - skipped
         if skipped:
             self._metrics.skip_entry(HEARTBEAT, skipped)

@@ -5,10 +5,17 @@ forever; subscriptions and publications made before the first connection are kep
 handed to the client once it is up. After that nats-py buffers publications and replays
 subscriptions across reconnects by itself, so this module never resubscribes on a reconnect
 (HM 2.0's cf-message-bus did, and processed messages twice after an outage).
+
+A NATS cluster is several servers: nats-py connects to one, picked at random (its default,
+as most NATS clients do, so that clients spread over the cluster and do not all reconnect
+to one), and on a drop tries the others in a new random order, including those the
+cluster announces (INFO connect_urls), each with the same credentials.
+`server` names the one it is on, and the log says so on each (re)connection.
 """
 
 import asyncio
 import collections
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 import nats.aio.client
@@ -19,12 +26,27 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from health_manager.config import redact_uri
+from health_manager.config import redact_servers, split_servers
 from health_manager.interfaces import BusMessage, IMessageBus, ISubscription, RequestTimeout
 
 _STATUS = nats.js.api.Header.STATUS.value
 # While NATS is unreachable: one line when it becomes so, then a reminder at most this often.
 UNREACHABLE_REMINDER = 60.0
+
+
+def _credentials(user, password):
+    """(nats-py connect options, the userinfo shown in logs) for a URI's user and password:
+    a user alone is a token, as nats-py reads it in a URI."""
+    if user is None:
+        return {}, ""
+    if password is None:
+        return {"token": user}, "***@"
+    return {"user": user, "password": password}, f"{user}:***@"
+
+
+def _without_userinfo(uri):
+    parts = urlsplit(uri)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 class OutageLog:
@@ -33,14 +55,18 @@ class OutageLog:
 
     log = Logger(namespace="health_manager.bus.NatsBus")
 
-    def __init__(self, clock, url, cap, reminder=UNREACHABLE_REMINDER):
-        """`cap` is the longest wait between two attempts (the backoff's ceiling)."""
+    def __init__(self, clock, url, cap, reminder=UNREACHABLE_REMINDER, servers=1):
+        """`cap` is the longest wait between two attempts (the backoff's ceiling);
+        `servers` are configured: NATS is unreachable once as many attempts failed (one
+        member of a cluster down is no outage while another answers)."""
         self._clock = clock
         self._url = url
         self._cap = cap
         self._reminder = reminder
+        self._servers = servers
         self._since = None  # when the outage began, None while connected
         self._logged_at = None
+        self._announced = False  # its first line is out
         self.failures = 0
 
     def disconnected(self):
@@ -48,13 +74,19 @@ class OutageLog:
         if self._since is None:
             self._since = self._logged_at = self._clock.seconds()
             self.failures = 0
+            self._announced = True
 
     def failed(self, error, retry):
         """One failed attempt; `retry` is the current delay before the next one."""
         now = self._clock.seconds()
         self.failures += 1
         if self._since is None:
-            self._since = self._logged_at = now
+            self._since = now
+        if not self._announced:
+            if self.failures < self._servers:
+                return
+            self._announced = True
+            self._logged_at = now
             self.log.warn("NATS unreachable at {url}: {error}; retrying after {retry:g} s, "
                           "backing off to every {cap:g} s; a reminder every {reminder:g} s",
                           url=self._url, error=error, retry=retry, cap=self._cap,
@@ -69,6 +101,7 @@ class OutageLog:
         """Connected: returns (seconds, failed attempts) of the outage that ended, if any."""
         since, self._since = self._since, None
         failures, self.failures = self.failures, 0
+        self._announced = False
         return None if since is None else (self._clock.seconds() - since, failures)
 
 
@@ -160,18 +193,27 @@ class NatsBus:
 
     log = Logger()
 
-    def __init__(self, reactor, url, name="health_manager", reconnect_time_wait=1.0,
-                 max_retry_delay=10.0, connect_timeout=2.0, ping_interval=30,
-                 pending_size=64 * 1024 * 1024, stop_timeout=4.0,
+    def __init__(self, reactor, servers: str | Sequence[str], name="health_manager",
+                 reconnect_time_wait=1.0, max_retry_delay=10.0, connect_timeout=2.0,
+                 ping_interval=30, pending_size=64 * 1024 * 1024, stop_timeout=4.0,
                  client_factory=nats.aio.client.Client):
-        """`reconnect_time_wait` paces nats-py's own connection attempts; `max_retry_delay`
+        """`servers`: a cluster's nats:// URIs, as a list or separated by commas as in
+        `mbus`, all with the same credentials (config.nats_servers checks that).
+        `reconnect_time_wait` paces nats-py's own connection attempts; `max_retry_delay`
         caps our backoff when a whole connect call fails; `pending_size` bytes of
-        publications are buffered while disconnected; `stop` gives up after `stop_timeout`."""
+        publications are buffered while disconnected; `stop` gives up after
+        `stop_timeout`."""
         self._reactor = reactor
         self._loop = reactor._asyncioEventloop
-        self._url = url
-        self._safe_url = redact_uri(url)
-        self._password = urlsplit(url).password
+        if isinstance(servers, str):
+            servers = [uri.strip() for uri in split_servers(servers)]
+        self._safe_url = redact_servers(servers)
+        # The credentials go to nats-py as options, not inside the URIs: it then uses them on
+        # the servers the cluster announces too, and sees those as the ones configured.
+        first = urlsplit(servers[0])
+        self._password = first.password
+        self._credentials, self._shown_userinfo = _credentials(first.username, first.password)
+        self._servers = [_without_userinfo(uri) for uri in servers]
         self._name = name
         self._reconnect_time_wait = reconnect_time_wait
         self._max_retry_delay = max_retry_delay
@@ -181,15 +223,17 @@ class NatsBus:
         self._stop_timeout = stop_timeout
         self._client_factory = client_factory
         self.connected = False
+        self.server = None  # the server connected to, password redacted; None while not
         self.dropped_publications = 0
         self.slow_consumer_drops = 0
         self.reconnects = 0  # connections regained after the first
         self._ever_connected = False
-        self._outage = OutageLog(reactor, self._safe_url, max_retry_delay)
+        self._outage = OutageLog(reactor, self._safe_url, max_retry_delay,
+                                 servers=len(servers))
         self._last_slow_consumer_log = None
-        self._listeners = []
-        self._subscriptions = []
-        self._early_publications = []
+        self._listeners: list[Callable[[bool], object]] = []
+        self._subscriptions: list[NatsSubscription] = []
+        self._early_publications: list[tuple[str, bytes, str | None]] = []
         # (subject, payload, reply subject or "")
         self._outbox: collections.deque[tuple[str, bytes, str]] = collections.deque()
         self._sender = None
@@ -271,7 +315,7 @@ class NatsBus:
 
     def _connect_options(self, client):
         return dict(
-            servers=[self._url], name=self._name, allow_reconnect=True,
+            servers=self._servers, **self._credentials, name=self._name, allow_reconnect=True,
             max_reconnect_attempts=-1, reconnect_time_wait=self._reconnect_time_wait,
             connect_timeout=self._connect_timeout, ping_interval=self._ping_interval,
             pending_size=self._pending_size, drain_timeout=self._stop_timeout,
@@ -342,7 +386,7 @@ class NatsBus:
                 options["reconnect_time_wait"] = min(wait * 2, self._max_retry_delay)
             else:
                 self.log.warn("NATS error on {url}: {error}",
-                              url=self._safe_url, error=self._scrub(error))
+                              url=self.server, error=self._scrub(error))
         return on_error
 
     def _set_connected(self, connected):
@@ -356,21 +400,30 @@ class NatsBus:
             client = self._client
             if client is not None and getattr(client, "options", None) is not None:
                 client.options["reconnect_time_wait"] = self._reconnect_time_wait
+            self.server = self._server_of(client)
             outage = self._outage.connected()
             if outage is None:
-                self.log.info("NATS connected to {url}", url=self._safe_url)
+                self.log.info("NATS connected to {url}", url=self.server)
             else:
                 self.log.info("NATS connected to {url} after {seconds:.0f} s and {attempts} "
-                              "failed attempts", url=self._safe_url, seconds=outage[0],
+                              "failed attempts", url=self.server, seconds=outage[0],
                               attempts=outage[1])
         else:
             self._outage.disconnected()
-            self.log.warn("NATS disconnected from {url}", url=self._safe_url)
+            self.log.warn("NATS disconnected from {url}", url=self.server or self._safe_url)
+            self.server = None
         for listener in list(self._listeners):
             try:
                 listener(connected)
             except Exception:
                 self.log.failure("connection listener {listener!r} failed", listener=listener)
+
+    def _server_of(self, client):
+        """The server `client` is connected to, as a URI with the password redacted."""
+        url = client.connected_url
+        if url is None:  # the link dropped again already
+            return self._safe_url
+        return f"{url.scheme}://{self._shown_userinfo}{url.netloc}"
 
     async def _shutdown(self):
         """Drain, then close; bounded by `stop_timeout` even when the server is gone."""

@@ -6,13 +6,16 @@ Invalid values raise ConfigError naming the key; unknown keys become warnings.
 
 import difflib
 import os
+import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 import yaml
+
+from health_manager.contracts.hm9000 import policy as hm9000_policy
 
 # A mapping as YAML gives it: keys are strings, values anything.
 RawMapping = dict[str, Any]
@@ -23,15 +26,18 @@ class ConfigError(Exception):
     """A configuration value that the health manager cannot run with."""
 
     def __init__(self, key: str, problem: str) -> None:
-        if key.startswith("--"):
-            where = key
-        elif key.isupper():
-            where = f"environment variable {key}"
-        else:
-            where = f"config key {key!r}"
-        super().__init__(f"{where}: {problem}")
+        super().__init__(f"{_where(key)}: {problem}")
         self.key = key
         self.problem = problem
+
+
+def _where(key: str) -> str:
+    """How a message names `key`: an option, an environment variable or a config key."""
+    if key.startswith("--"):
+        return key
+    if key.isupper():
+        return f"environment variable {key}"
+    return f"config key {key!r}"
 
 
 LOG_LEVELS = ("off", "fatal", "error", "warn", "info", "debug", "debug1", "debug2", "all")
@@ -80,6 +86,9 @@ class LoggingConfig:
 class BulkApiConfig:
     host: str
     batch_size: int = 500
+    # Credentials from the config, as HM9000 took them; None: asked over NATS (HM 2.0).
+    user: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen
@@ -90,9 +99,44 @@ class StatusConfig:
     credentials_generated: bool
 
 
+# The Cloud Controller contracts one process can speak (health_manager/contracts).
+HM2 = "hm2"
+HM9000 = "hm9000"
+CC_PROTOCOLS = (HM2, HM9000)
+# HM9000's api_server_port, which cf-release's CCs are configured to reach (hm9000.port).
+DEFAULT_API_PORT = 5155
+
+
+@attrs.frozen
+class Hm9000Ssl:
+    """The heartbeat listener's TLS files: its certificate and key, and the CA that must
+    have signed every DEA's client certificate."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+
+
+@attrs.frozen
+class Hm9000Config:
+    """The `hm9000` section (HM9000.md §7): the app-state API and the HTTPS heartbeat
+    listener. Ports 0 bind any free port (tests)."""
+
+    api_user: str
+    api_password: str = attrs.field(repr=False)
+    api_port: int = DEFAULT_API_PORT
+    api_address: str = "0.0.0.0"
+    heartbeat_port: int | None = None
+    heartbeat_address: str = "0.0.0.0"
+    ssl: Hm9000Ssl | None = None
+    start_subject: str = hm9000_policy.START_SUBJECT
+    stop_subject: str = hm9000_policy.STOP_SUBJECT
+
+
 @attrs.frozen
 class Config:
-    mbus: str
+    # The NATS servers, in the order given: one, or a cluster's (nats_servers below).
+    mbus: tuple[str, ...]
     bulk_api: BulkApiConfig
     status: StatusConfig
     intervals: Intervals = Intervals()
@@ -107,6 +151,10 @@ class Config:
     max_heartbeat_entries: int = 10_000
     # Extension: several HMs on one Redis (DESIGN.md §8); None means one HM, no Redis.
     ha: "HaConfig | None" = None
+    # Which Cloud Controller contract is spoken: HM2 or HM9000 (issue 19).
+    cc_protocol: str = HM2
+    # The `hm9000` section; None unless cc_protocol is HM9000.
+    hm9000: Hm9000Config | None = None
     # The raw mapping as read (after overrides), for /varz with secrets removed.
     raw: RawMapping = attrs.field(factory=dict, eq=False, repr=False)
 
@@ -132,7 +180,7 @@ _TOP_LEVEL_KEYS = {
     "mbus", "local_route", "logging", "pid", "index", "bulk_api", "status", "cc_partition",
     "number_of_droplets_analyzed_per_analysis_iteration", "black_box_test_mode",
     "health_manager_component_registry", "intervals", "max_heartbeat_entries",
-    "ha",
+    "ha", "cc_protocol", "hm9000",
 }
 
 
@@ -171,8 +219,9 @@ def build_config(raw: Mapping[str, Any], environ: Mapping[str, str],
 
     _warn_unknown(raw, None, _TOP_LEVEL_KEYS, warnings)
 
-    mbus = _required_str(raw, "mbus")
-    _check_nats_uri(mbus, "MBUS_URI" if environ.get("MBUS_URI") else "mbus")
+    mbus = nats_servers(raw.get("mbus"), "MBUS_URI" if environ.get("MBUS_URI") else "mbus",
+                        warnings)
+    cc_protocol = _cc_protocol(raw)
 
     intervals_raw = _section(raw, "intervals")
     interval_values: dict[str, Any] = {}  # int for a count, float for a period: _interval
@@ -185,17 +234,23 @@ def build_config(raw: Mapping[str, Any], environ: Mapping[str, str],
             warnings.append(_unknown(name, key, known_intervals))
         elif value is not None:
             interval_values[key] = _interval(name, key, value)
+    if cc_protocol == HM9000:
+        # HM9000's crash schedule, for the keys the operator left unset.
+        for key, value in hm9000_policy.INTERVAL_DEFAULTS.items():
+            interval_values.setdefault(key, value)
     intervals = Intervals(**interval_values)
     if not isinstance(intervals.min_restart_delay, int):
         raise ConfigError("intervals.min_restart_delay", "must be a whole number of seconds")
 
     bulk_raw = _section(raw, "bulk_api")
-    _warn_unknown(bulk_raw, "bulk_api", {"host", "batch_size"}, warnings)
+    _warn_unknown(bulk_raw, "bulk_api", {"host", "batch_size", "user", "password"},
+                  warnings)
     host = _required_str(bulk_raw, "host", "bulk_api.host")
     if not host.startswith(("http://", "https://")):
         host = "http://" + host
     batch_size = _int(bulk_raw, "batch_size", "bulk_api.batch_size", 500, minimum=1,
                       numeric_string=True)
+    bulk_user, bulk_password = _bulk_credentials(bulk_raw, cc_protocol)
 
     status_raw = _section(raw, "status")
     _warn_unknown(status_raw, "status", {"port", "user", "password"}, warnings)
@@ -232,7 +287,8 @@ def build_config(raw: Mapping[str, Any], environ: Mapping[str, str],
 
     config = Config(
         mbus=mbus,
-        bulk_api=BulkApiConfig(host=host.rstrip("/"), batch_size=batch_size),
+        bulk_api=BulkApiConfig(host=host.rstrip("/"), batch_size=batch_size,
+                               user=bulk_user, password=bulk_password),
         status=status,
         intervals=intervals,
         logging=logging_config,
@@ -247,9 +303,144 @@ def build_config(raw: Mapping[str, Any], environ: Mapping[str, str],
         max_heartbeat_entries=_int(raw, "max_heartbeat_entries", "max_heartbeat_entries",
                                    10_000, minimum=1),
         ha=parse_ha(raw, warnings),
+        cc_protocol=cc_protocol,
+        hm9000=parse_hm9000(raw, cc_protocol, warnings),
         raw=raw,
     )
     return config, warnings
+
+
+# -- the Cloud Controller contract (issue 19) --------------------------------------------
+
+def _cc_protocol(raw: Mapping[str, Any]) -> str:
+    value = raw.get("cc_protocol")
+    if value is None:
+        return HM2
+    if not isinstance(value, str) or value not in CC_PROTOCOLS:
+        raise ConfigError("cc_protocol", f"must be one of {', '.join(CC_PROTOCOLS)}, "
+                                         f"got {value!r}")
+    return value
+
+
+def _bulk_credentials(section: Mapping[str, Any],
+                      cc_protocol: str) -> tuple[str | None, str | None]:
+    """(user, password) of the bulk API from the config, or (None, None): both or neither.
+    HM9000-era Cloud Controllers answer no credentials request over NATS."""
+    user = _optional_str(section, "user", "bulk_api.user")
+    password = _optional_str(section, "password", "bulk_api.password")
+    if user is not None and not user:
+        raise ConfigError("bulk_api.user", "must be a non-empty string")
+    if user is not None and password is None:
+        raise ConfigError("bulk_api.password", "is required with bulk_api.user")
+    if password is not None and user is None:
+        raise ConfigError("bulk_api.user", "is required with bulk_api.password")
+    if user is None and cc_protocol == HM9000:
+        raise ConfigError("bulk_api.user", "is required with cc_protocol: hm9000 (its Cloud "
+                                           "Controllers answer no credentials request over "
+                                           "NATS); bulk_api.password too")
+    return user, password
+
+
+_HM9000_KEYS = {"api_port", "api_address", "api_user", "api_password", "heartbeat_port",
+                "heartbeat_address", "ssl", "start_subject", "stop_subject"}
+_SSL_KEYS = ("cert_file", "key_file", "ca_file")
+
+
+def parse_hm9000(raw: Mapping[str, Any], cc_protocol: str,
+                 warnings: list[str]) -> Hm9000Config | None:
+    """The `hm9000` section as Hm9000Config with cc_protocol hm9000, else None."""
+    if cc_protocol != HM9000:
+        if raw.get("hm9000") is not None:
+            warnings.append(f"config key 'hm9000' ignored: it is read only with cc_protocol: "
+                            f"hm9000, and cc_protocol is {cc_protocol}")
+        return None
+    section = _section(raw, "hm9000")
+    _warn_unknown(section, "hm9000", _HM9000_KEYS, warnings)
+    api_port = _port(section, "api_port")
+    if api_port is None:
+        api_port = DEFAULT_API_PORT
+    heartbeat_port = _port(section, "heartbeat_port")
+    api_address = _address(section, "api_address")
+    heartbeat_address = _address(section, "heartbeat_address")
+    if (heartbeat_port is not None and heartbeat_port != 0 and heartbeat_port == api_port
+            and (heartbeat_address == api_address or "0.0.0.0" in (heartbeat_address,
+                                                                     api_address))):
+        raise ConfigError("hm9000.heartbeat_port",
+                          f"must differ from hm9000.api_port ({api_port}) on one address")
+    ssl = _hm9000_ssl(section, heartbeat_port is not None, warnings)
+    return Hm9000Config(
+        api_user=_required_str(section, "api_user", "hm9000.api_user"),
+        api_password=_required_str(section, "api_password", "hm9000.api_password"),
+        api_port=api_port,
+        api_address=api_address,
+        heartbeat_port=heartbeat_port,
+        heartbeat_address=heartbeat_address,
+        ssl=ssl,
+        start_subject=_subject(section, "start_subject", hm9000_policy.START_SUBJECT),
+        stop_subject=_subject(section, "stop_subject", hm9000_policy.STOP_SUBJECT),
+    )
+
+
+def _port(section: Mapping[str, Any], key: str) -> int | None:
+    """`hm9000.<key>` as a port number, None when absent."""
+    if section.get(key) is None:
+        return None
+    port = _int(section, key, f"hm9000.{key}", 0, minimum=0)
+    if port > 65535:
+        raise ConfigError(f"hm9000.{key}", f"must be at most 65535, got {port}")
+    return port
+
+
+def _address(section: Mapping[str, Any], key: str) -> str:
+    if section.get(key) is None:
+        return "0.0.0.0"
+    address = _required_str(section, key, f"hm9000.{key}")
+    if any(c.isspace() or c in "/@" for c in address):
+        raise ConfigError(f"hm9000.{key}", f"must be an IP address, got {address!r}")
+    return address
+
+
+def _subject(section: Mapping[str, Any], key: str, default: str) -> str:
+    if section.get(key) is None:
+        return default
+    subject = _required_str(section, key, f"hm9000.{key}")
+    # A NATS subject: dot-separated tokens, no spaces; the CC subscribes without wildcards.
+    if any(c.isspace() or c in "*>" for c in subject) or "" in subject.split("."):
+        raise ConfigError(f"hm9000.{key}", f"must be a NATS subject without wildcards, "
+                                           f"got {subject!r}")
+    return subject
+
+
+def _hm9000_ssl(section: Mapping[str, Any], listening: bool,
+                warnings: list[str]) -> Hm9000Ssl | None:
+    """The TLS files, each checked readable now so that a typo fails the start, not the
+    first DEA's handshake."""
+    if section.get("ssl") is None:
+        if listening:
+            raise ConfigError("hm9000.ssl", "is required with hm9000.heartbeat_port "
+                                            "(cert_file, key_file, ca_file)")
+        return None
+    ssl = section["ssl"]
+    if not isinstance(ssl, dict):
+        raise ConfigError("hm9000.ssl", f"must be a mapping, got {_kind(ssl)}")
+    if not listening:
+        warnings.append("config key 'hm9000.ssl' has no effect without "
+                        "hm9000.heartbeat_port")
+        return None
+    _warn_unknown(ssl, "hm9000.ssl", set(_SSL_KEYS), warnings)
+    files = {}
+    for key in _SSL_KEYS:
+        name = f"hm9000.ssl.{key}"
+        path = _required_str(ssl, key, name)
+        try:
+            with open(path, "rb"):
+                pass
+        except IsADirectoryError:
+            raise ConfigError(name, f"{path} is a directory, not a file") from None
+        except OSError as e:
+            raise ConfigError(name, f"cannot read {path}: {e.strerror}") from None
+        files[key] = path
+    return Hm9000Ssl(**files)
 
 
 # -- ha: several health managers on one Redis (DESIGN.md §8) -----------------------------
@@ -603,6 +794,52 @@ def _interval(name: str, key: str, value: object) -> float:
     return value
 
 
+def nats_servers(value: object, key: str, warnings: list[str]) -> tuple[str, ...]:
+    """`mbus`: one nats:// URI, or a cluster's several separated by commas, as the CF clients
+    of HM 2.0's era took them (a YAML list is read the same). Each is checked; all must carry
+    the same credentials, since the client also uses them on the servers the cluster
+    announces (INFO connect_urls), which come without any."""
+    if value is None or value == []:
+        raise ConfigError(key, "is required")
+    if isinstance(value, str):
+        if not value.strip():
+            raise ConfigError(key, "must be a non-empty string")
+        items = split_servers(value)
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        items = value
+    else:
+        raise ConfigError(key, "must be a nats:// URI, or several separated by commas, got "
+                               f"{_kind(value)}")
+    servers: list[str] = []
+    for item in items:
+        uri = item.strip()
+        if not uri or uri.endswith(","):
+            raise ConfigError(key, "holds an empty server address (a comma too many?)")
+        _check_nats_uri(uri, key)
+        if uri in servers:
+            warnings.append(f"{_where(key)} lists {redact_uri(uri)!r} twice; it is used once")
+        else:
+            servers.append(uri)
+    if len({urlsplit(uri).netloc.rpartition("@")[0] for uri in servers}) > 1:
+        raise ConfigError(key, "every server must carry the same user and password (or "
+                               f"none), got {redact_servers(servers)!r}")
+    return tuple(servers)
+
+
+# A comma starts another server only where a URI follows: a password may hold commas.
+_NEXT_SERVER = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+def split_servers(value: str) -> list[str]:
+    """`mbus` as written, one string: its servers."""
+    return _NEXT_SERVER.split(value)
+
+
+def redact_servers(servers: Iterable[str]) -> str:
+    """The servers as `mbus` lists them, each password replaced: for logs and errors."""
+    return ",".join(redact_uri(uri) for uri in servers)
+
+
 def _check_nats_uri(uri: str, key: str = "mbus") -> None:
     parts = urlsplit(uri)
     if parts.scheme not in ("nats", "tls") or not parts.hostname:
@@ -617,14 +854,18 @@ def _check_nats_uri(uri: str, key: str = "mbus") -> None:
 def redact_uri(uri: str) -> str:
     """The URI with any password replaced, safe for logs and errors."""
     parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    if parts.password is not None:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
+    if "@" in uri:
+        # A user alone is a token (so nats-py reads it), and what does not parse as a URI
+        # ('nats:pw@h:4222', no '//') may hold a password too: hide all before the '@'.
+        return (f"{parts.scheme}://***@" if parts.netloc else "***@") + uri.rpartition("@")[2]
+    return uri
 
 
 _SECRET_KEYS = {"mbus", "service_mbus", "redis", "keys", "database_environment", "password",
-                "pass", "token", "health_manager_component_registry"}
+                "pass", "token", "health_manager_component_registry", "api_password"}
 
 
 def redacted(raw: Any) -> Any:

@@ -1,9 +1,10 @@
 """DesiredState: the Cloud Controller's desired state, fetched from the bulk API.
 
-Owns the bulk credentials (requested over NATS, cached until a 401 or a transport error),
-the refresh pass (user counts, then every /bulk/apps page, each valid entry handed to
-`on_app` as its page arrives), the merging of overlapping refreshes, retries with backoff
-and jitter, and the "available" / "fresh" view the policy gates on (PROTOCOL.md §2, §5.2).
+Owns the bulk credentials (from the config, as HM9000 took them; else requested over NATS,
+cached until a 401 or a transport error), the refresh pass (user counts unless told not to,
+then every /bulk/apps page, each valid entry handed to `on_app` as its page arrives), the
+merging of overlapping refreshes, retries with backoff and jitter, and the "available" /
+"fresh" view the policy gates on (PROTOCOL.md §2, §5.2).
 """
 
 import random
@@ -62,8 +63,12 @@ def parse_updated_at(value):
     return int(parsed.timestamp())
 
 
-def parse_entry(app_id, entry):
-    """A DesiredApp from one `results` entry, or InvalidEntry naming the problem."""
+def parse_entry(app_id, entry, require_memory_and_updated_at=True):
+    """A DesiredApp from one `results` entry, or InvalidEntry naming the problem.
+
+    Without `require_memory_and_updated_at`, an entry may lack `memory` and `updated_at`
+    (read as 0): CCs from `80a53d8a7f` (2017-01) send only id, instances, state, version
+    and package_state, all HM9000 read; a value that is present is still checked."""
     if not isinstance(entry, dict):
         raise InvalidEntry(f"entry must be an object, got {type(entry).__name__}")
     state = entry.get("state")
@@ -80,6 +85,9 @@ def parse_entry(app_id, entry):
         raise InvalidEntry(
             f"package_state must be PENDING, STAGED or FAILED, got {package_state!r}")
     memory = entry.get("memory")
+    updated_at = entry.get("updated_at")
+    if memory is None and not require_memory_and_updated_at:
+        memory = 0
     if isinstance(memory, bool) or not isinstance(memory, (int, float)) or memory < 0:
         raise InvalidEntry(f"memory must be a number of MB >= 0, got {memory!r}")
     return DesiredApp(
@@ -88,7 +96,8 @@ def parse_entry(app_id, entry):
         instances=instances,
         version=version,
         package_state=package_state,
-        updated_at=parse_updated_at(entry.get("updated_at")),
+        updated_at=0 if updated_at is None and not require_memory_and_updated_at
+        else parse_updated_at(updated_at),
         memory=int(memory),
     )
 
@@ -100,11 +109,17 @@ class DesiredState:
     log = Logger()
 
     def __init__(self, config, scheduler, bus, http_client, metrics, on_app,
-                 jitter=random.random, io_clock=None, on_unreadable=None):
+                 jitter=random.random, io_clock=None, on_unreadable=None,
+                 fetch_user_counts=True, require_memory_and_updated_at=True):
         """`on_app(DesiredApp, asked_at)` gets each valid entry with the time its page was
         requested (an entry asked for before an app changed describes the old app);
         `on_unreadable(app_id)` the id of
-        each entry skipped as invalid (the app exists, its description is unusable)."""
+        each entry skipped as invalid (the app exists, its description is unusable).
+
+        `fetch_user_counts`: start each pass with /bulk/counts (HM 2.0 did, for its
+        `total_users`; HM9000 never asked). `require_memory_and_updated_at`: entries
+        without them are invalid (HM 2.0 read both; HM9000-era CCs stopped sending them
+        in 2017, see parse_entry)."""
         self._config = config
         self._scheduler = scheduler
         # Request timeouts are network time, not policy time: in black-box mode they run on
@@ -117,6 +132,12 @@ class DesiredState:
         self._on_unreadable = on_unreadable
         self._jitter = jitter
         self._base = f"{config.bulk_api.host}/bulk"
+        self._fetch_user_counts = fetch_user_counts
+        self._require_memory_and_updated_at = require_memory_and_updated_at
+        bulk_api = config.bulk_api
+        # Credentials from the config are never asked over NATS, nor dropped on a 401.
+        self._configured = (None if bulk_api.user is None
+                            else (bulk_api.user, bulk_api.password))
         self._backoff_cap = min(config.intervals.desired_state_update, BACKOFF_CAP)
 
         self.available = False
@@ -173,7 +194,8 @@ class DesiredState:
 
     async def _walk(self, totals):
         credentials = await self._get_credentials()
-        await self._fetch_user_count(credentials)
+        if self._fetch_user_counts:
+            await self._fetch_user_count(credentials)
         token: dict[str, object] = {}
         while True:
             query = urlencode({"batch_size": self._config.bulk_api.batch_size,
@@ -197,7 +219,7 @@ class DesiredState:
     def _apply_page(self, results, totals, asked_at):
         for app_id, entry in results.items():
             try:
-                app = parse_entry(app_id, entry)
+                app = parse_entry(app_id, entry, self._require_memory_and_updated_at)
             except InvalidEntry as e:
                 self.log.warn("bulk entry {app_id} skipped: {problem}",
                               app_id=app_id, problem=str(e))
@@ -244,8 +266,17 @@ class DesiredState:
                             drop_credentials=True) from None
         finally:
             timer.cancel()
+        if code == 401:
+            self._metrics.bulk_api_unauthorized += 1
+            if self._configured is not None:
+                raise BulkError(
+                    f"GET {path} answered HTTP 401: the Cloud Controller refused the "
+                    f"configured credentials (bulk_api.user {self._configured[0]!r}); check "
+                    f"bulk_api.user and bulk_api.password (they are not asked over NATS)")
+            raise BulkError(f"GET {path} answered HTTP 401: the credentials will be asked "
+                            f"again over NATS", drop_credentials=True)
         if code != 200:
-            raise BulkError(f"GET {path} answered HTTP {code}", drop_credentials=code == 401)
+            raise BulkError(f"GET {path} answered HTTP {code}")
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -257,6 +288,8 @@ class DesiredState:
         return response.code, body
 
     async def _get_credentials(self):
+        if self._configured is not None:
+            return self._configured
         if self._credentials is not None:
             return self._credentials
         subject = self._config.bulk_credentials_subject

@@ -20,11 +20,15 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from health_manager.constants import FLAPPING, HIGH, LOW, NORMAL
+from health_manager.constants import CRASHED, FLAPPING, HIGH, LOW, NORMAL
 from health_manager.durable import NothingDurable
 from health_manager.metrics import RealtimeTotals
 from health_manager.model.durable import CrashRecord
+from health_manager.orders import StartOrder, StopOrder, StopTarget
+from health_manager.policy_parameters import PolicyParameters
 
+# The stop reason for every instance of an app the CC no longer describes (§5.8).
+REASON_EXTRA_APP = "Extra app"
 # 2**64 already dwarfs any max_restart_delay; bounding the exponent keeps the math cheap.
 _MAX_BACKOFF_EXPONENT = 64
 
@@ -47,8 +51,10 @@ class Harmonizer:
     log = Logger()
 
     def __init__(self, config, scheduler, registry, nudger, desired_state, actual_freshness,
-                 metrics, noise=random.uniform, durable=None):
+                 metrics, noise=random.uniform, durable=None, policy=None):
         self._intervals = config.intervals
+        # Where the CC generations differ (contracts/*/policy.py); HM 2.0's by default.
+        self._policy = policy if policy is not None else PolicyParameters()
         self._slice_size = config.number_of_droplets_analyzed_per_analysis_iteration
         self._scheduler = scheduler
         self._registry = registry
@@ -59,6 +65,7 @@ class Harmonizer:
         self._noise = noise
         # Where crash histories and sent starts outlive this process (HA), or nowhere.
         self._durable = durable if durable is not None else NothingDurable()
+        self._analysis = None  # the pass in progress, if any
 
     def prepare(self):
         """Register every periodic activity with the scheduler."""
@@ -77,10 +84,21 @@ class Harmonizer:
 
     # -- events from the actual state ----------------------------------------------------
 
-    def on_heartbeat_duplicate(self, droplet):
-        """A second instance was heard on a held index (§5.3): plan the droplet's stops now
-        rather than at its next analysis. Stops wait for a fresh, settled desired state."""
+    def on_heartbeat_news(self, droplet):
+        """A second instance was heard on a held index (§5.3), or an instance first heard
+        EVACUATING: start a replacement for the evacuation at once (as for a DEA exit, with
+        HM9000's CC), and plan the droplet's stops now rather than at its next analysis.
+        Stops wait for a fresh, settled desired state."""
         now = self._scheduler.now()
+        evacuations = droplet.unanswered_evacuations()
+        if evacuations and self._policy.replace_evacuating_instances:
+            droplet_lost = self._intervals.droplet_lost
+            for version, index in evacuations:
+                self.log.info("instance evacuating: app_id={droplet} index={index}",
+                              droplet=droplet.id, index=index)
+                self.on_exit_dea(droplet, version, index,
+                                 version == droplet.live_version
+                                 and droplet.is_held(index, now, droplet_lost))
         if (droplet.desired_state_update_required or not self._desired_state.is_fresh()
                 or droplet.is_extra(now, self._intervals.desired_state_lost)):
             return
@@ -90,7 +108,8 @@ class Harmonizer:
         """A crash (§5.4): a LOW restart at once, or the flapping policy, when the index is
         wanted and no other instance holds it. The slot's crash history is recorded."""
         self._durable.forget_start(droplet.id, version, index)
-        if self._needs_start(droplet, version, index, held, "crash"):
+        if (self._needs_start(droplet, version, index, held, "crash")
+                and not self._waits_for_index_zero(droplet, index, "crash")):
             if instance.state == FLAPPING:
                 self._flapping_policy(droplet, version, index, instance, chatty=True)
             else:
@@ -157,12 +176,23 @@ class Harmonizer:
     def analyze_droplets(self):
         """Walk every droplet once, a slice per reactor turn; fires when the pass ends."""
         now = self._scheduler.now()
-        analysis = _AnalysisPass(self._registry.snapshot(), now,
-                                 self._durable.write_back_due(now))
+        analysis = self._analysis = _AnalysisPass(self._registry.snapshot(), now,
+                                                  self._durable.write_back_due(now))
         self._analyze_slice(analysis)
         return analysis.done
 
+    def stop(self):
+        """End the pass in progress where it is: the scheduler's stop cancels its next
+        slice, and the stop waits for every tracked pass to end."""
+        analysis = self._analysis
+        if analysis is not None and not analysis.done.called:
+            self.log.info("analysis pass stopped after {done} of {total} droplets",
+                          done=analysis.position, total=len(analysis.droplets))
+            analysis.done.callback(None)
+
     def _analyze_slice(self, analysis):
+        if analysis.done.called:
+            return  # stopped
         try:
             now = self._scheduler.now()
             acting = self._desired_state.is_fresh()
@@ -228,6 +258,9 @@ class Harmonizer:
         now = self._scheduler.now()
         for index in indices:
             instance = droplet.instance(droplet.live_version, index, now)
+            if ((instance.state == CRASHED or instance.state == FLAPPING)
+                    and self._waits_for_index_zero(droplet, index, "missing check")):
+                continue
             if instance.state == FLAPPING:
                 self._flapping_policy(droplet, droplet.live_version, index, instance,
                                       chatty=False)
@@ -236,14 +269,16 @@ class Harmonizer:
 
     def _plan_stops(self, droplet, now):
         """Stop what should not run (§5.8), as far as the CC will act on it now."""
-        stops, running, held_back = droplet.plan_stops(now, self._intervals.droplet_lost)
+        stops, running, held_back = droplet.plan_stops(
+            now, self._intervals.droplet_lost, self._policy.replace_evacuating_instances)
         if held_back:
             self._metrics.stops_deferred += held_back
             self.log.debug("{count} stops wait until every wanted index runs: "
                            "app_id={droplet}", count=held_back, droplet=droplet.id)
         if stops:
-            reasons = sorted({reason for _, reason in stops.values()})
-            self._stop(droplet, {guid: version for guid, (version, _) in stops.items()},
+            reasons = sorted({reason for _, _, reason in stops.values()})
+            self._stop(droplet, {guid: StopTarget(version, index, reason)
+                                 for guid, (version, index, reason) in stops.items()},
                        running, ", ".join(reasons))
 
     def on_extra_app(self, droplet):
@@ -252,8 +287,9 @@ class Harmonizer:
         droplet_lost = self._intervals.droplet_lost
         instances = droplet.live_instances(now, droplet_lost)
         if instances:
-            self._stop(droplet, instances, droplet.stop_running_counts(now, droplet_lost),
-                       "Extra app")
+            self._stop(droplet, {guid: StopTarget(version, index, REASON_EXTRA_APP)
+                                 for guid, (version, index) in instances.items()},
+                       droplet.stop_running_counts(now, droplet_lost), REASON_EXTRA_APP)
 
     # -- garbage collection --------------------------------------------------------------
 
@@ -312,12 +348,16 @@ class Harmonizer:
             self.log.info("flapping restart dropped, index no longer needs it: "
                           "app_id={droplet} index={index}", droplet=droplet.id, index=index)
             return
+        if self._waits_for_index_zero(droplet, index, "flapping restart"):
+            # The missing check schedules it again once the app runs.
+            return
         self._durable.record_crash(self._crash_record(droplet, version, index, instance))
         if self._sent_by_previous_leader(droplet, index, "flapping restart"):
             return
         self.log.info("flapping restart: app_id={droplet} index={index}",
                       droplet=droplet.id, index=index)
-        self._nudger.publish_start(self._start_payload(droplet, index, flapping=True))
+        self._nudger.publish_start(StartOrder(droplet, droplet.live_version, index,
+                                              flapping=True))
         # The replacement needs time to heartbeat before it can be judged missing again.
         droplet.reset_missing_check(self._scheduler.now())
 
@@ -345,12 +385,32 @@ class Harmonizer:
             self.log.info("queued start ({reason}) no longer needed: app_id={droplet} "
                           "index={index}", reason=reason, droplet=droplet.id, index=index)
             return None
+        instance = droplet.find_instance(droplet.live_version, index)
+        if (instance is not None and (instance.state == CRASHED or instance.state == FLAPPING)
+                and self._waits_for_index_zero(droplet, index, f"queued start ({reason})")):
+            return None
         if self._sent_by_previous_leader(droplet, index, f"queued start ({reason})"):
             return None
         # Its replacement needs droplet_lost seconds to heartbeat before the index may be
         # judged missing again, however long the start waited in the queue.
         droplet.reset_missing_check(now)
-        return self._start_payload(droplet, index)
+        return StartOrder(droplet, droplet.live_version, index)
+
+    def _waits_for_index_zero(self, droplet, index, what):
+        """HM9000's guard against restart storms of a broken app (HM9000.md §5.3): while the
+        app has no STARTING or RUNNING instance at all, only its index 0 is restarted after
+        a crash. The others are started by the missing check once the app runs."""
+        if index == 0 or not self._policy.restart_only_index_zero_while_app_down:
+            return False
+        now = self._scheduler.now()
+        droplet_lost = self._intervals.droplet_lost
+        for record in (droplet.versions.get(droplet.live_version) or {}).values():
+            if record.live_guids(now, droplet_lost):
+                return False
+        self.log.info("{what}: no restart while the app has no running instance (only "
+                      "index 0 is restarted): app_id={droplet} index={index}", what=what,
+                      droplet=droplet.id, index=index)
+        return True
 
     def _sent_by_previous_leader(self, droplet, index, what):
         """Whether another leader's recorded start of this index may still come up (HA):
@@ -422,23 +482,7 @@ class Harmonizer:
                                                 instance, record.restart_due - now)
         return newer
 
-    def _start_payload(self, droplet, index, flapping=False):
-        return {
-            "droplet": droplet.id,
-            "last_updated": droplet.last_updated,
-            "version": droplet.live_version,
-            "indices": [index],
-            "running": droplet.start_running_counts(),
-            "flapping": flapping,
-        }
-
     def _stop(self, droplet, instances, running, reason):
         self.log.info("stop ({reason}): app_id={droplet} instances={instances}",
                       reason=reason, droplet=droplet.id, instances=sorted(instances))
-        self._nudger.publish_stop({
-            "droplet": droplet.id,
-            "last_updated": droplet.last_updated,
-            "instances": instances,
-            "running": running,
-            "version": droplet.live_version,
-        }, reason=reason)
+        self._nudger.publish_stop(StopOrder(droplet, instances, running), reason=reason)

@@ -80,7 +80,8 @@ class IDesiredState(Interface):
         start missing instances or garbage-collect droplets."""
 
     def refresh() -> Deferred[None]:
-        """Fetch user counts and every /bulk/apps page, applying each valid app entry.
+        """Fetch every /bulk/apps page (after the user counts, for HM 2.0's CCs),
+        applying each valid app entry.
         Overlapping calls are merged: while a pass runs, further calls share one follow-up
         pass. Returns a Deferred that fires (never fails) when the pass it joined ends."""
 

@@ -16,7 +16,10 @@ from health_manager.actual_state import ActualState
 from health_manager.blackbox import BlackBoxDriver
 from health_manager.bus import NatsBus
 from health_manager.component import Component
-from health_manager.config import redact_uri
+from health_manager.config import redact_servers
+from health_manager.contracts.hm2.reporter import Reporter
+from health_manager.contracts.hm9000.gauges import Hm9000Gauges
+from health_manager.contracts.selection import contract_for
 from health_manager.desired_state import DesiredState
 from health_manager.freshness import ActualFreshness
 from health_manager.gc_policy import GcPolicy
@@ -32,7 +35,6 @@ from health_manager.leadership import SingleLeadership
 from health_manager.metrics import Metrics
 from health_manager.model.registry import DropletRegistry
 from health_manager.nudger import Nudger
-from health_manager.reporter import Reporter
 from health_manager.scheduler import Scheduler
 from health_manager.web.state_view import StateView
 from health_manager.web.status_server import LogCounts, StatusServer
@@ -95,22 +97,39 @@ class Manager(MultiService):
         else:
             self.leadership = SingleLeadership()
         self.metrics.set_leadership_source(self.leadership)
+        # The one Cloud Controller contract spoken (cc_protocol): how orders are rendered,
+        # the policy parameters its CC needs, and which state queries are answered.
+        self.contract = contract_for(config)
         self.nudger = Nudger(self.scheduler, self.bus, self.metrics,
                              intervals.queue_batch_size, intervals.request_queue,
-                             leadership=self.leadership, durable=self.journal)
+                             leadership=self.leadership, durable=self.journal,
+                             contract=self.contract)
         self.freshness = ActualFreshness(self.scheduler, intervals.droplet_lost)
         self.desired_state = DesiredState(
             config, self.scheduler, self.bus, self.http_client, self.metrics,
             on_app=self._apply_desired, io_clock=reactor,
             on_unreadable=lambda app_id: self.registry.mark_described(
-                app_id, self.scheduler.now()))
+                app_id, self.scheduler.now()),
+            fetch_user_counts=self.contract.fetch_user_counts,
+            require_memory_and_updated_at=self.contract.require_memory_and_updated_at)
         self.harmonizer = Harmonizer(
             config, self.scheduler, self.registry, self.nudger, self.desired_state,
-            self.freshness, self.metrics, durable=self.journal)
+            self.freshness, self.metrics, durable=self.journal, policy=self.contract.policy)
         self.actual_state = ActualState(
             config, self.bus, self.registry, self.harmonizer, self.freshness, self.metrics,
             self.scheduler)
-        self.reporter = Reporter(self.bus, self.registry, self.scheduler, self.metrics, config)
+        # The CC's questions, as the contract spoken asks them: HM 2.0's healthmanager.*
+        # requests, or HM9000's app-state API and its gauges.
+        self.reporter = None
+        self.hm9000_gauges = None
+        if config.hm9000 is None:
+            self.reporter = Reporter(self.bus, self.registry, self.scheduler, self.metrics,
+                                     config)
+        else:
+            self.hm9000_gauges = Hm9000Gauges(
+                self.registry, self.scheduler, intervals, self.freshness, self.desired_state,
+                self.metrics,
+                slice_size=config.number_of_droplets_analyzed_per_analysis_iteration)
         self.state_view = StateView(
             config, self.scheduler, self.registry, self.metrics, self.desired_state,
             self.freshness, self.leadership, self.bus, self.nudger, self.scheduler.now(),
@@ -150,14 +169,17 @@ class Manager(MultiService):
     async def _start(self):
         subscriptions = [
             self.actual_state.subscribe(),
-            self.reporter.subscribe(),
             self.component.subscribe(),
         ]
+        if self.reporter is not None:
+            subscriptions.append(self.reporter.subscribe())
         if self.black_box is not None:
             subscriptions.append(self.black_box.subscribe())
         await defer.gatherResults(subscriptions, consumeErrors=True)
         self.component.announce(self.status_server.host)
         self.harmonizer.prepare()
+        if self.hm9000_gauges is not None:
+            self.hm9000_gauges.prepare()
         self.scheduler.start()
         if self.bus.connected:
             self._log_started()
@@ -165,7 +187,7 @@ class Manager(MultiService):
             # "started" only once it can work: until then, say what it waits for.
             self._waiting_for_nats = True
             self.log.info("health manager waiting for NATS at {url}",
-                          url=redact_uri(self.config.mbus))
+                          url=redact_servers(self.config.mbus))
 
     def _log_started(self):
         self._waiting_for_nats = False
@@ -198,6 +220,10 @@ class Manager(MultiService):
         if self.lease is not None:
             # First, so a standby takes over within about one retry period.
             await self.lease.stop()
+        # A pass cut off mid-way by the scheduler's stop would keep `work` waiting.
+        self.harmonizer.stop()
+        if self.hm9000_gauges is not None:
+            self.hm9000_gauges.stop()
         work = self.scheduler.stop()
         self.desired_state.stop()
         dropped = self.nudger.discard_pending()

@@ -94,6 +94,19 @@ class HealthFacts:
     ha_role: str
     ha_epoch: int | None
     ha_transitions: int
+    nats_server: str | None = None  # the NATS server connected to, password redacted
+
+
+@attrs.frozen
+class ContractGauge:
+    """A gauge a Cloud Controller contract adds to /varz and /metrics in its own names
+    (HM9000's ten, say): `value` is None while the state it counts is not fresh, shown as
+    -1 in /varz (as the contract's original did) and NaN in /metrics."""
+
+    varz_name: str
+    metric_name: str  # without the health_manager_ prefix
+    help: str
+    value: int | None
 
 
 @attrs.define(slots=True)
@@ -148,6 +161,9 @@ class Metrics:
         "health_stop_messages_sent",
         "instance_heartbeats_received",
         "bulk_api_errors",
+        # Bulk API answers 401: wrong credentials (configured ones, or NATS-given ones
+        # that changed).
+        "bulk_api_unauthorized",
         "bulk_credentials_requests",
         "flapping_restarts_given_up",
         # A queued start found unneeded when its turn came (its index came back meanwhile).
@@ -166,6 +182,7 @@ class Metrics:
     health_stop_messages_sent: int
     instance_heartbeats_received: int
     bulk_api_errors: int
+    bulk_api_unauthorized: int
     bulk_credentials_requests: int
     flapping_restarts_given_up: int
     queued_starts_dropped: int
@@ -177,6 +194,7 @@ class Metrics:
             setattr(self, name, 0)
         self._queue_length = queue_length
         self._bus_counters: Callable[[], dict[str, int]] = dict
+        self._contract_gauges: Callable[[], list[ContractGauge]] = list
         self._leadership = None
         # Starts and stops decided while this HM was not acting (HA standby), dropped.
         self.ha_suppressed_messages = 0
@@ -211,6 +229,11 @@ class Metrics:
     def set_bus_counters_source(self, source):
         """`source()` returns the message bus's own counters (drops), read at varz time."""
         self._bus_counters = source
+
+    def set_contract_gauges_source(self, source):
+        """`source()` returns the contract's gauges ([ContractGauge]), read at scrape time:
+        the contract keeps them up to date, so a read costs O(1) per gauge."""
+        self._contract_gauges = source
 
     def set_leadership_source(self, leadership):
         """The ILeadership whose role, leader, epoch and transitions /varz shows."""
@@ -316,6 +339,8 @@ class Metrics:
                 "flapping_instances": realtime.started_flapping,
             },
         )
+        for gauge in self._contract_gauges():
+            varz[gauge.varz_name] = -1 if gauge.value is None else gauge.value
         return varz
 
     def families(self, facts):
@@ -372,6 +397,9 @@ class Metrics:
             ("bulk_credentials_requests_total", "counter",
              "Bulk API credentials requested over NATS.",
              [({}, self.bulk_credentials_requests)]),
+            ("bulk_api_unauthorized_total", "counter",
+             "Bulk API requests refused with HTTP 401 (wrong credentials).",
+             [({}, self.bulk_api_unauthorized)]),
             ("actual_state_fresh", "gauge",
              "1 when the heartbeats can be trusted to be complete, else 0.",
              [({}, int(facts.actual_fresh))]),
@@ -398,6 +426,9 @@ class Metrics:
              [({}, int(facts.nats_connected))]),
             ("nats_reconnects_total", "counter", "NATS reconnections after a lost link.",
              [({}, facts.nats_reconnects)]),
+            ("nats_server", "gauge",
+             "1, labelled with the NATS server connected to (none while disconnected).",
+             [] if facts.nats_server is None else [({"server": facts.nats_server}, 1)]),
             ("nats_dropped_publications_total", "counter",
              "Publications dropped because the NATS buffer was full.",
              [({}, bus.get("nats_dropped_publications", 0))]),
@@ -426,5 +457,9 @@ class Metrics:
              "Starts not sent because another leader's recorded start may still come up.",
              [({}, self.ha_starts_skipped_for_intent)]),
         ]
+        families.extend(
+            (gauge.metric_name, "gauge", gauge.help,
+             [({}, NAN if gauge.value is None else gauge.value)])
+            for gauge in self._contract_gauges())
         return [(PREFIX + name, kind, text, samples)
                 for name, kind, text, samples in families]

@@ -1,12 +1,14 @@
-"""The Nudger: the only publisher of `health.start` and `health.stop`.
+"""The Nudger: the only sender of starts and stops, rendered by the contract spoken.
 
-Starts wait in a de-duplicating priority set and leave under a rate limit of `batch_size`
-per `period` seconds (a sliding window): at once when the window has room, otherwise on
-the next `drain()`. Stops and flapping restarts are published directly.
+The policy hands it orders (orders.py); the injected contract (health_manager/contracts)
+turns each into the messages its Cloud Controller acts on. Starts wait in a de-duplicating
+priority set and leave under a rate limit of `batch_size` per `period` seconds (a sliding
+window): at once when the window has room, otherwise on the next `drain()`. Stops and
+flapping restarts are published directly.
 
 A queued start is an intent (its key, e.g. app and index) with a function that builds its
-payload when it leaves. Unlike HM 2.0, whose queue held finished payloads keyed with their
-`running` counts (§5.11), the payload is built from the state at send time, and a start
+StartOrder when it leaves. Unlike HM 2.0, whose queue held finished payloads keyed with
+their `running` counts (§5.11), the payload is built from the state at send time, and a start
 whose index no longer needs one is dropped (HM9000 checked each message again before
 sending it): a start that waited out a burst can neither carry stale counts nor start an
 index twice.
@@ -20,14 +22,12 @@ leader that resumes from a pause sends nothing it decided before.
 import heapq
 from collections import OrderedDict, deque
 
-import orjson
 from twisted.logger import Logger
 
+from health_manager.contracts.hm2.messages import Hm2Contract
 from health_manager.durable import NothingDurable
 from health_manager.leadership import SingleLeadership
 
-START_SUBJECT = "health.start"
-STOP_SUBJECT = "health.stop"
 # How many (droplet, index) start times the Nudger remembers for the operator views.
 SENT_STARTS_KEPT = 100_000
 
@@ -36,8 +36,15 @@ class Nudger:
     log = Logger()
 
     def __init__(self, scheduler, bus, metrics, batch_size, period, leadership=None,
-                 durable=None):
+                 durable=None, contract=None):
         self._scheduler = scheduler
+        self._contract = contract = contract if contract is not None else Hm2Contract()
+        # The subject is part of the format, so "sent health.start" (or hm9000.start) is the
+        # line operators grep for, in text and in JSON logs alike.
+        self._sent_start_format = (f"sent {contract.start_subject}: app_id={{droplet}} "
+                                   "indices={indices} flapping={flapping} epoch={epoch}")
+        self._sent_stop_format = (f"sent {contract.stop_subject}: app_id={{droplet}} "
+                                  "instances={instances} epoch={epoch}")
         self._leadership = leadership if leadership is not None else SingleLeadership()
         # Each start sent is recorded as an intent, so a new leader does not repeat it.
         self._durable = durable if durable is not None else NothingDurable()
@@ -60,7 +67,7 @@ class Nudger:
         return len(self._queued)
 
     def queue_start(self, droplet_id, index, priority, build):
-        """Queue a start of `index`; `build()` gives its payload when it leaves, or None
+        """Queue a start of `index`; `build()` gives its StartOrder when it leaves, or None
         when it is no longer needed. A start already queued for the same index is kept, at
         the higher of the two priorities. Not acting (HA standby): dropped at once."""
         if not self._acting():
@@ -85,55 +92,53 @@ class Nudger:
             entry = self._pop()
             if entry is None:
                 break
-            payload = entry[2]()
-            if payload is None:
+            order = entry[2]()
+            if order is None:
                 self._metrics.queued_starts_dropped += 1
                 continue
             self._sent_times.append(self._scheduler.now())
-            self.publish_start(payload, priority=entry[0])
+            self.publish_start(order, priority=entry[0])
             sent += 1
         return sent
 
-    def publish_start(self, payload, priority=None):
-        """Publish a start at once, bypassing the queue (flapping restarts)."""
+    def publish_start(self, order, priority=None):
+        """Send a StartOrder at once, bypassing the queue (flapping restarts)."""
         if not self._acting():
             self._suppressed(1)
             return False
-        self._bus.publish(START_SUBJECT, orjson.dumps(payload))
+        contract = self._contract
+        self._bus.publish(contract.start_subject, contract.start_message(order))
         self._metrics.health_start_messages_sent += 1
         self._metrics.count_start(priority)
-        now = self._scheduler.now()
+        droplet_id, index = order.droplet.id, order.index
         last_sent = self._last_sent
-        droplet_id, version = payload.get("droplet"), payload.get("version")
-        for index in payload.get("indices") or ():
-            key = (droplet_id, index)
-            last_sent.pop(key, None)
-            last_sent[key] = now
-            self._durable.record_start(droplet_id, version, index)
+        key = (droplet_id, index)
+        last_sent.pop(key, None)
+        last_sent[key] = self._scheduler.now()
+        self._durable.record_start(droplet_id, order.version, index)
         while len(last_sent) > SENT_STARTS_KEPT:
             last_sent.popitem(last=False)
-        self.log.info("sent health.start: app_id={droplet} indices={indices} "
-                      "flapping={flapping} epoch={epoch}", droplet=payload.get("droplet"),
-                      indices=payload.get("indices"), flapping=payload.get("flapping"),
-                      epoch=self._leadership.epoch)
+        self.log.info(self._sent_start_format, droplet=droplet_id, indices=[index],
+                      flapping=order.flapping, epoch=self._leadership.epoch)
         return True
 
-    def publish_stop(self, payload, reason=None):
-        """Publish a stop at once; refuses one without instances (the DEA would stop all).
-        `reason` (the policy's words) only labels the stop in the metrics."""
-        if not payload.get("instances"):
-            self.log.warn("refused health.stop without instances for droplet {droplet}",
-                          droplet=payload.get("droplet"))
+    def publish_stop(self, order, reason=None):
+        """Send a StopOrder at once; refuses one without instances (the DEA would stop
+        all). `reason` (the policy's words) only labels the stop in the metrics."""
+        if not order.instances:
+            self.log.warn("refused a stop without instances for droplet {droplet}",
+                          droplet=order.droplet.id)
             return False
         if not self._acting():
             self._suppressed(1)
             return False
-        self._bus.publish(STOP_SUBJECT, orjson.dumps(payload))
-        self._metrics.health_stop_messages_sent += 1
+        contract = self._contract
+        for message in contract.stop_messages(order):
+            self._bus.publish(contract.stop_subject, message)
+            self._metrics.health_stop_messages_sent += 1
         self._metrics.count_stop(reason)
-        self.log.info("sent health.stop: app_id={droplet} instances={instances} "
-                      "epoch={epoch}", droplet=payload.get("droplet"),
-                      instances=sorted(payload["instances"]), epoch=self._leadership.epoch)
+        self.log.info(self._sent_stop_format, droplet=order.droplet.id,
+                      instances=sorted(order.instances), epoch=self._leadership.epoch)
         return True
 
     # -- read-only views for the operator surface (health_manager/web) -------------------
@@ -166,11 +171,15 @@ class Nudger:
             self._was_acting = acting
             leadership = self._leadership
             if acting:
-                self.log.info("acting: health.start and health.stop are sent (role {role}, "
-                              "epoch {epoch})", role=leadership.role, epoch=leadership.epoch)
+                self.log.info("acting: {start} and {stop} are sent (role {role}, epoch "
+                              "{epoch})", start=self._contract.start_subject,
+                              stop=self._contract.stop_subject, role=leadership.role,
+                              epoch=leadership.epoch)
             else:
-                self.log.info("not acting: health.start and health.stop are dropped (role "
-                              "{role}, leader {leader}, epoch {epoch})", role=leadership.role,
+                self.log.info("not acting: {start} and {stop} are dropped (role {role}, "
+                              "leader {leader}, epoch {epoch})",
+                              start=self._contract.start_subject,
+                              stop=self._contract.stop_subject, role=leadership.role,
                               leader=leadership.leader_id, epoch=leadership.epoch)
         return acting
 

@@ -10,24 +10,14 @@ does not answer within `reply_timeout` has its connection dropped and re-opened.
 """
 
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 
+from health_manager.ha.endpoint import redis_endpoint
 from health_manager.ha.lease import LeaseUnavailable
 
 
 class RedisUnavailable(LeaseUnavailable):
     """Redis could not be reached, or did not answer in time."""
-
-
-def redis_endpoint(reactor, host, port, timeout, tls):
-    """A TCP endpoint to host:port, wrapped in TLS (checked against `host`) when asked."""
-    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
-    if tls:
-        endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
-    return endpoint
 
 
 class RedisConnection:

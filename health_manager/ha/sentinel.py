@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from health_manager.ha.connection import redis_endpoint
+from health_manager.ha.endpoint import redis_endpoint
 
 
 class NoMasterFound(Exception):

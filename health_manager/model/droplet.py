@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from health_manager.constants import (
     CRASHED,
     DOWN,
+    EVACUATING,
     FLAPPING,
     RUNNING,
     STAGED,
@@ -22,9 +23,10 @@ REASON_STOPPED = "Droplet state is STOPPED"
 REASON_EXTRA_INSTANCE = "Extra instance"
 REASON_VERSION = "Live version mismatch"
 REASON_DUPLICATE = "Instance mismatch"
+REASON_EVACUATED = "Evacuation complete"
 
-# guid -> (version, reason) of the instances to stop.
-Stops = dict[str, tuple[str, str]]
+# guid -> (version, index, reason) of the instances to stop.
+Stops = dict[str, tuple[str, int, str]]
 
 
 class Totals(Protocol):
@@ -52,7 +54,7 @@ class Droplet:
     __slots__ = ("id", "num_instances", "state", "live_version", "package_state",
                  "last_updated", "memory", "desired_state_update_required",
                  "desired_state_update_timestamp", "reset_timestamp", "versions", "crashes",
-                 "updated_at")
+                 "updated_at", "evacuating")
 
     id: str
     num_instances: int
@@ -69,6 +71,8 @@ class Droplet:
     versions: dict[str, dict[int, AppInstance]]
     crashes: dict[str, tuple[float, float | None]]
     updated_at: float | None
+    # guid -> [version, index, last heard, answered] of instances heard EVACUATING.
+    evacuating: dict[str, list[Any]] | None
 
     def __init__(self, droplet_id: str, now: float) -> None:
         self.id = droplet_id
@@ -85,6 +89,8 @@ class Droplet:
         self.versions = {}
         self.crashes = {}  # guid -> (HM time last seen, crash timestamp)
         self.updated_at = None  # when droplet.updated last said the app changed
+        # Rare (a DEA being evacuated), so None rather than an empty dict per droplet.
+        self.evacuating = None
 
     # -- desired state -------------------------------------------------------------------
 
@@ -132,8 +138,9 @@ class Droplet:
 
     def process_heartbeat(self, beat: "Heartbeat", now: float,
                           droplet_lost: float) -> str | None:
-        """Apply one heartbeat entry (§5.3). Returns the guid of a duplicate heard for the
-        first time (a second instance on an index that is held), else None."""
+        """Apply one heartbeat entry (§5.3). Returns the guid of an instance the policy
+        should hear about now: a duplicate heard for the first time (a second instance on an
+        index that is held) or an instance first heard EVACUATING; else None."""
         # self.instance() inlined: this runs once per heartbeat entry.
         instances = self.versions.get(beat.version)
         if instances is None:
@@ -141,10 +148,70 @@ class Droplet:
         record = instances.get(beat.index)
         if record is None:
             record = instances[beat.index] = AppInstance(now)
-        if beat.state == CRASHED:
+        state = beat.state
+        if state == CRASHED:
             self.crashes[beat.instance] = (now, beat.state_timestamp)
-        return record.receive_heartbeat(beat.state, beat.instance, beat.state_timestamp, now,
+        elif state == EVACUATING:
+            record.receive_heartbeat(state, beat.instance, beat.state_timestamp, now,
+                                     droplet_lost)
+            return self._heard_evacuating(beat.instance, beat.version, beat.index, now)
+        return record.receive_heartbeat(state, beat.instance, beat.state_timestamp, now,
                                         droplet_lost)
+
+    # -- evacuation (HM9000.md §5.6) -----------------------------------------------------
+
+    def _heard_evacuating(self, guid: str, version: str, index: int,
+                          now: float) -> str | None:
+        """Remember an instance heard EVACUATING; its guid when heard so for the first
+        time. It no longer holds its index (the slot let it go), but it still runs."""
+        evacuating = self.evacuating
+        if evacuating is None:
+            evacuating = self.evacuating = {}
+        entry = evacuating.get(guid)
+        if entry is None:
+            evacuating[guid] = [version, index, now, False]
+            return guid
+        entry[2] = now
+        return None
+
+    def unanswered_evacuations(self) -> list[tuple[str, int]]:
+        """[(version, index)] of instances heard EVACUATING that the policy has not
+        answered yet; each is answered (reported) once."""
+        found: list[tuple[str, int]] = []
+        for entry in (self.evacuating or {}).values():
+            if not entry[3]:
+                entry[3] = True
+                found.append((entry[0], entry[1]))
+        return found
+
+    def expire_evacuating(self, now: float, droplet_lost: float) -> None:
+        """Forget evacuating instances not heard for `droplet_lost`: their DEA has left."""
+        evacuating = self.evacuating
+        if evacuating is None:
+            return
+        for guid in [g for g, entry in evacuating.items() if now - entry[2] > droplet_lost]:
+            del evacuating[guid]
+        if not evacuating:
+            self.evacuating = None
+
+    def _evacuated_stops(self, stops: Stops, now: float, droplet_lost: float) -> None:
+        """Add the evacuating instances that may go now (HM9000.md §5.6): those the CC no
+        longer wants, for the same reasons as any instance, and, on a wanted index, those
+        whose replacement runs."""
+        self.expire_evacuating(now, droplet_lost)
+        live = self.live_version
+        for guid, (version, index, _, _) in (self.evacuating or {}).items():
+            if self.state == STOPPED:
+                stops[guid] = (version, index, REASON_STOPPED)
+            elif version != live:
+                stops[guid] = (version, index, REASON_VERSION)
+            elif index >= self.num_instances:
+                stops[guid] = (version, index, REASON_EXTRA_INSTANCE)
+            else:
+                record = self.find_instance(version, index)
+                if (record is not None and record.state == RUNNING
+                        and record.live_guids(now, droplet_lost)):
+                    stops[guid] = (version, index, REASON_EVACUATED)
 
     def process_exit(self, version: str, index: int, guid: str,
                      now: float) -> tuple[AppInstance, bool]:
@@ -189,13 +256,14 @@ class Droplet:
                              if index < wanted and record.state == RUNNING)
                 for version, instances in self.versions.items()}
 
-    def live_instances(self, now: float, droplet_lost: float) -> dict[str, str]:
-        """guid -> version of every live instance (duplicates included), across versions."""
-        live: dict[str, str] = {}
+    def live_instances(self, now: float, droplet_lost: float) -> dict[str, tuple[str, int]]:
+        """guid -> (version, index) of every live instance (duplicates included), across
+        versions."""
+        live: dict[str, tuple[str, int]] = {}
         for version, instances in self.versions.items():
-            for record in instances.values():
+            for index, record in instances.items():
                 for guid in record.live_guids(now, droplet_lost):
-                    live[guid] = version
+                    live[guid] = (version, index)
         return live
 
     def stop_running_counts(self, now: float, droplet_lost: float) -> dict[str, int]:
@@ -211,6 +279,8 @@ class Droplet:
     def mark_vanished_down(self, now: float, droplet_lost: float) -> None:
         """STARTING/RUNNING slots without a recent heartbeat become DOWN (§5.8, §5.14.2);
         a slot with duplicates gives way to a live one instead."""
+        if self.evacuating is not None:
+            self.expire_evacuating(now, droplet_lost)
         # is_alive() inlined for a STARTING/RUNNING slot: this runs for every instance on
         # every analysis pass.
         for instances in self.versions.values():
@@ -223,11 +293,11 @@ class Droplet:
                     if seen is None or now - seen > droplet_lost:
                         record.mark_down(now)
 
-    def plan_stops(self, now: float,
-                   droplet_lost: float) -> tuple[Stops, dict[str, int], int]:
+    def plan_stops(self, now: float, droplet_lost: float,
+                   stop_evacuated: bool = False) -> tuple[Stops, dict[str, int], int]:
         """(stops, running, held_back): the instances to stop now, as guid -> (version,
-        reason), the `running` map to send with them, and how many other stops wait. Only
-        stops the CC acts on are returned (§3.2). Dead slots that should not exist are
+        index, reason), the `running` map to send with them, and how many other stops wait.
+        Only stops the CC acts on are returned (§3.2). Dead slots that should not exist are
         removed (§5.8).
 
         - Unwanted: every instance of a STOPPED app, of an old version, or on an index at
@@ -241,6 +311,8 @@ class Droplet:
           the app's capacity. So the missing starts come first, and the rest of the stops
           follow once the starts have come up.
         - An old-version stop needs a live-version instance running (§3.2).
+        - With `stop_evacuated` (HM9000's CC), instances heard EVACUATING go too, once a
+          replacement runs on their index (they hold no slot, so no floor applies).
         """
         live = self.live_version
         wanted = self.num_instances
@@ -264,32 +336,38 @@ class Droplet:
                     if len(guids) > 1 and record.is_proven(now, droplet_lost):
                         for guid in guids:
                             if guid != record.guid:
-                                stops[guid] = (version, REASON_DUPLICATE)
+                                stops[guid] = (version, index, REASON_DUPLICATE)
                     continue
                 if not guids:
                     dead.append((version, index))
                 for guid in guids:
-                    stops[guid] = (version, reason)
+                    stops[guid] = (version, index, reason)
             counts[version] = total
         for version, index in dead:
             self.versions[version].pop(index).cancel_pending_restart()
         for version in [v for v, instances in self.versions.items()
                         if not instances and (unwanted_app or v != live)]:
             del self.versions[version]
+        evacuated: Stops = {}
+        if stop_evacuated and self.evacuating is not None:
+            self._evacuated_stops(evacuated, now, droplet_lost)
         if not stops:
-            return stops, counts, 0
+            return evacuated, counts, 0
         if started and not self._all_wanted_running(now, droplet_lost):
             # A STARTED app has a live version.
             allowed = self._within_floor(stops, counts.get(live, 0),  # type: ignore[arg-type]
                                          now, droplet_lost)
-            return allowed, counts, len(stops) - len(allowed)
-        if counts.get(live, 0) <= 0:  # type: ignore[arg-type]
+            held_back = len(stops) - len(allowed)
+        elif counts.get(live, 0) <= 0:  # type: ignore[arg-type]
             allowed = {guid: entry for guid, entry in stops.items() if entry[0] == live}
-            return allowed, counts, len(stops) - len(allowed)
-        return stops, counts, 0
+            held_back = len(stops) - len(allowed)
+        else:
+            allowed, held_back = stops, 0
+        allowed.update(evacuated)
+        return allowed, counts, held_back
 
-    def _within_floor(self, stops: dict[str, tuple[str, str]], live_count: int, now: float,
-                      droplet_lost: float) -> dict[str, tuple[str, str]]:
+    def _within_floor(self, stops: Stops, live_count: int, now: float,
+                      droplet_lost: float) -> Stops:
         """While a wanted index is not running: the live-version stops that keep at least
         the desired count of live instances (the CC's floor, §3.2), in guid order. Only
         once every held wanted index has a proven primary, so that no instance is stopped
@@ -386,7 +464,7 @@ class Droplet:
         if instances is None or visited != len(instances) or len(versions) != 1:
             self.mark_vanished_down(now, droplet_lost)  # the slots the loop did not visit
             return missing
-        if missing or not started or crowded:
+        if missing or not started or crowded or self.evacuating is not None:
             return missing
         self.prune_crashes(now, flapping_timeout)
         # add_realtime()'s sums, inlined with the counts of the walk above: this runs for

@@ -33,7 +33,7 @@ class AppInstance:
     """
 
     __slots__ = ("state", "guid", "last_heartbeat_time", "state_timestamp", "crash_count",
-                 "last_crash_timestamp", "pending_restart", "duplicates",
+                 "last_crash_timestamp", "crashes_since", "pending_restart", "duplicates",
                  "exited", "since")
 
     state: str
@@ -42,6 +42,7 @@ class AppInstance:
     state_timestamp: float | None
     crash_count: int
     last_crash_timestamp: float | None
+    crashes_since: float | None
     pending_restart: RestartReceipt | None
     # guid -> [last heartbeat time, state, first heard]: a list, updated in place.
     duplicates: dict[str, list[Any]] | None
@@ -55,6 +56,8 @@ class AppInstance:
         self.state_timestamp = now
         self.crash_count = 0
         self.last_crash_timestamp = None
+        # The first crash of the counted series (HM9000's crash count `created_at`).
+        self.crashes_since = None
         self.pending_restart = None
         self.duplicates = None
         # The last few instances that exited or crashed here: a heartbeat of one that arrives
@@ -180,6 +183,8 @@ class AppInstance:
         if (self.last_crash_timestamp is not None
                 and crash_timestamp - self.last_crash_timestamp > flapping_timeout):
             self.crash_count = 0
+        if self.crash_count == 0:
+            self.crashes_since = crash_timestamp
         self.crash_count += 1
         self.last_crash_timestamp = crash_timestamp
         if not held:
@@ -200,6 +205,8 @@ class AppInstance:
             return False  # the stored series ended before this slot's began
         if mine is None or last_crash - mine > flapping_timeout:
             self.crash_count = crash_count
+            # The record keeps no series start; its last crash is the earliest known.
+            self.crashes_since = last_crash
         else:
             self.crash_count = max(self.crash_count, crash_count)
         self.last_crash_timestamp = last_crash if mine is None else max(mine, last_crash)
@@ -270,6 +277,7 @@ class AppInstance:
             "last_heartbeat_time": self.last_heartbeat_time,
             "crash_count": self.crash_count,
             "last_crash_timestamp": self.last_crash_timestamp,
+            "crashes_since": self.crashes_since,
             "restart_pending": self.pending_restart is not None,
             "duplicates": sorted(self.duplicates or ()),
         }

@@ -84,8 +84,8 @@ def render_page(summary: dict[str, Any], health_ok: bool, reasons: list[str],
         f'<h2>Healthy apps (first {len(healthy)}{"+" if more_healthy else ""})</h2>',
         _app_table("healthy", healthy, with_reason=False),
         f'<p class="note">Refreshes every {REFRESH} s. JSON: <code>/v1/apps</code>, '
-        "<code>/v1/apps/GUID</code>, <code>/healthz</code>, <code>/metrics</code>, "
-        "<code>/varz</code>.</p>",
+        "<code>/v1/apps/GUID</code>, <code>/healthz?format=json</code>, <code>/varz</code>; "
+        "<code>/healthz</code> (<code>ok</code> or why not), <code>/metrics</code>.</p>",
         "</body></html>",
     ]
     return "\n".join(parts)

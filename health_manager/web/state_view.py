@@ -72,6 +72,7 @@ class StateView:
         return HealthFacts(
             nats_connected=bool(self._bus.connected),
             nats_reconnects=getattr(self._bus, "reconnects", 0),
+            nats_server=getattr(self._bus, "server", None),
             actual_fresh=self._freshness.is_fresh(),
             desired_fresh=self._desired.is_fresh(),
             desired_age=self.desired_age(),

@@ -19,13 +19,14 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from health_manager.component import LOOPBACK, local_ip
 from health_manager.config import redacted
 from health_manager.web.apps_api import AppsApi
+from health_manager.web.healthz import Healthz
 from health_manager.web.page import StatusPage
 from health_manager.web.prometheus import render_metrics
 from health_manager.web.responses import send, send_json
@@ -58,28 +59,36 @@ HM2_FIXED_VARZ = {
 }
 
 
+# HM 2.0's log_counts (a Steno counter) named every Steno level, zero or not; the collector
+# records fatal, error and warn. twisted.logger's level names, mapped onto Steno's.
+STENO_LEVELS = ("off", "fatal", "error", "warn", "info", "debug", "debug1", "debug2", "all")
+_STENO_NAMES = {LogLevel.critical: "fatal", LogLevel.error: "error", LogLevel.warn: "warn",
+                LogLevel.info: "info", LogLevel.debug: "debug"}
+
+
 class LogCounts:
     """A twisted.logger observer counting events per level, for `log_counts` in /varz."""
 
     def __init__(self) -> None:
-        self._counts: dict[str, int] = {}
+        self._counts = dict.fromkeys(STENO_LEVELS, 0)
 
     def __call__(self, event: dict[str, Any]) -> None:
-        level = event.get("log_level")
-        if level is None:
-            return
-        name = level.name
-        self._counts[name] = self._counts.get(name, 0) + 1
+        name = _STENO_NAMES.get(event.get("log_level"))
+        if name is not None:
+            self._counts[name] += 1
 
     def as_dict(self) -> dict[str, int]:
         return dict(self._counts)
 
 
 def sample_vitals(process: psutil.Process) -> dict[str, Any]:
-    """Process and host vitals as VCAP::Component reports them."""
+    """Process and host vitals as VCAP::Component reports them: `mem` (KB) as in HM 2.0's
+    vcap-common, `mem_bytes` as from 2014 on (the collector reads only that one since)."""
     memory = psutil.virtual_memory()
+    rss = process.memory_info().rss
     return {
-        "mem": process.memory_info().rss // 1024,
+        "mem": rss // 1024,
+        "mem_bytes": rss,
         "cpu": process.cpu_percent(interval=None),
         "mem_used_bytes": memory.used,
         "mem_free_bytes": memory.available,
@@ -207,19 +216,20 @@ class StatusServer(Service):
         self._component = component
         self._view = view
         self._reactor = reactor
-        self._log_counts = log_counts
+        self._log_counts = log_counts if log_counts is not None else LogCounts()
         self._vitals = vitals if vitals is not None else Vitals(clock)
         self._route_ip = route_ip
         self._num_cores = psutil.cpu_count() or os.cpu_count() or 1
         self._config_view = redacted(config.raw)
         apps = AppsApi(view, reactor)
         page = StatusPage(view, reactor)
+        healthz = Healthz(view)
         resource = StatusResource(
             config.status.user, config.status.password,
             routes={
                 b"/": page.render,
                 b"/varz": self._render_varz,
-                b"/healthz": self._render_healthz,
+                b"/healthz": healthz.render,
                 b"/metrics": self._render_metrics,
                 b"/v1/apps": apps.render_list,
             },
@@ -277,20 +287,16 @@ class StatusServer(Service):
             uptime=self._component.uptime(),
             num_cores=self._num_cores,
             config=self._config_view,
-            log_counts=self._log_counts.as_dict() if self._log_counts is not None else {},
+            log_counts=self._log_counts.as_dict(),
             state="RUNNING",
-            nats_connected=bool(self._view.facts().nats_connected),
         )
+        facts = self._view.facts()
+        # Which server of a NATS cluster this HM is on; null while disconnected.
+        varz.update(nats_connected=bool(facts.nats_connected), nats_server=facts.nats_server)
         return varz
 
     def _render_varz(self, request):
         return send_json(request, self.varz(), pretty=True)
-
-    def _render_healthz(self, request):
-        ok, body = self._view.health()
-        if not ok:
-            request.setResponseCode(503)
-        return send_json(request, body)
 
     def _render_metrics(self, request):
         body, content_type = render_metrics(self._metrics, self._view.facts())

@@ -3,7 +3,9 @@ missing), the renderer, a scratch /var/vcap laid out as a BOSH VM has it, and a 
 redis-server for the HA fragment."""
 
 import copy
+import datetime
 import getpass
+import ipaddress
 import os
 import shutil
 import socket
@@ -13,6 +15,10 @@ import sysconfig
 import time
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.trial.unittest import SkipTest
 
 from health_manager.simulation.nats_server import free_port
@@ -79,44 +85,54 @@ def with_properties(data, properties):
     return data
 
 
-def render(test, template, data):
-    """`template` rendered by render.rb with the manifest fragment `data`; (exit code,
-    stdout, stderr)."""
+def render(test, template, data, job_spec=JOB_SPEC):
+    """`template` of the job `job_spec` rendered by render.rb with the manifest fragment
+    `data`; (exit code, stdout, stderr)."""
     ruby = debian_tool("ruby", "ruby")
     path = os.path.abspath(test.mktemp())
     with open(path, "w") as f:
         yaml.safe_dump(data, f)
-    result = subprocess.run([ruby, RENDERER, JOB_SPEC, template, path],
+    result = subprocess.run([ruby, RENDERER, job_spec, template, path],
                             capture_output=True, text=True, timeout=30)
     return result.returncode, result.stdout, result.stderr
 
 
-def render_ok(test, template, data):
-    code, out, err = render(test, template, data)
+def render_ok(test, template, data, job_spec=JOB_SPEC):
+    code, out, err = render(test, template, data, job_spec)
     test.assertEqual(code, 0, err)
     return out
 
 
 class ScratchVcap:
-    """A directory laid out as /var/vcap on a BOSH VM: the job's ctl and rendered config,
-    and packages/health_manager/bin pointing at this Python's scripts (twistd)."""
+    """A directory laid out as /var/vcap on a BOSH VM: the job's ctl and rendered config
+    (and any other rendered `files`, by their path in the job), and
+    packages/health_manager/bin pointing at this Python's scripts (twistd)."""
 
-    def __init__(self, test, rendered_config):
+    def __init__(self, test, rendered_config, job="health_manager", files=None):
         self.root = os.path.abspath(test.mktemp())
-        job = os.path.join(self.root, "jobs", "health_manager")
-        os.makedirs(os.path.join(job, "bin"))
-        os.makedirs(os.path.join(job, "config"))
+        self.job_dir = os.path.join(self.root, "jobs", job)
+        os.makedirs(os.path.join(self.job_dir, "bin"))
+        os.makedirs(os.path.join(self.job_dir, "config"))
         os.makedirs(os.path.join(self.root, "packages", "health_manager"))
         os.symlink(sysconfig.get_path("scripts"),
                    os.path.join(self.root, "packages", "health_manager", "bin"))
-        self.ctl = os.path.join(job, "bin", "health_manager_ctl")
+        self.ctl = os.path.join(self.job_dir, "bin", "health_manager_ctl")
         shutil.copy(CTL, self.ctl)
-        # The rendered paths all start with /var/vcap: here they start with the scratch root.
-        self.config_text = rendered_config.replace(VCAP + "/", self.root + "/")
-        with open(os.path.join(job, "config", "health_manager.yml"), "w") as f:
-            f.write(self.config_text)
+        for relative, text in (files or {}).items():
+            self.write(relative, text)
+        self.config_text = self.write("config/health_manager.yml", rendered_config)
         self.config = yaml.safe_load(self.config_text)
-        self.log_dir = os.path.join(self.root, "sys", "log", "health_manager")
+        self.log_dir = os.path.join(self.root, "sys", "log", job)
+
+    def write(self, relative, rendered):
+        """Writes a rendered file at `relative` in the job; its text as written."""
+        # The rendered paths all start with /var/vcap: here they start with the scratch root.
+        text = rendered.replace(VCAP + "/", self.root + "/")
+        path = os.path.join(self.job_dir, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+        return text
 
     def env(self):
         return dict(os.environ, VCAP_ROOT=self.root, HM_RUN_AS=getpass.getuser(),
@@ -168,3 +184,44 @@ class RedisServer:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             self._process.wait(timeout=10)
+
+
+class PemAuthority:
+    """A certificate authority made for one test, issuing PEM strings as a cf-release
+    manifest carries them (hm9000.server_cert, hm9000.etcd.client_cert, ...). The
+    certificates name 127.0.0.1 and `localhost`, so real servers on loopback accept them."""
+
+    def __init__(self, name):
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self._name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        self.cert = self._builder(self._name, self._key.public_key()).add_extension(
+            x509.BasicConstraints(ca=True, path_length=None), critical=True,
+        ).sign(self._key, hashes.SHA256())
+
+    @property
+    def ca_pem(self):
+        return self.cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    def issue(self, common_name):
+        """(certificate PEM, key PEM) for a server and client of that name."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        cert = self._builder(subject, key.public_key()).add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(common_name), x509.DNSName("localhost"),
+                                         x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        ).add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                   ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False,
+        ).sign(self._key, hashes.SHA256())
+        key_pem = key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+        return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
+
+    def _builder(self, subject, public_key):
+        now = datetime.datetime.now(datetime.timezone.utc)
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(self._name)
+                .public_key(public_key).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=1)))

@@ -189,12 +189,15 @@ class LiveFoundation:
     health manager with `start_manager()` or `start_child()`; the test's cleanup stops
     everything."""
 
-    def __init__(self, test, deas=2, nats_port=None, start_nats=True):
+    def __init__(self, test, deas=2, nats_port=None, start_nats=True, nats=None):
+        """`nats`: a running server the test owns (a cluster member), instead of our own."""
         self.test = test
-        self.nats = NatsServer(port=nats_port, user=MBUS_USER, password=MBUS_PASSWORD)
-        test.addCleanup(self.nats.stop)
-        if start_nats:
-            self.nats.start()
+        if nats is None:
+            nats = NatsServer(port=nats_port, user=MBUS_USER, password=MBUS_PASSWORD)
+            test.addCleanup(nats.stop)
+            if start_nats:
+                nats.start()
+        self.nats = nats
         self.bus = NatsBus(reactor, self.nats.url, name="foundation")
         self.cc = FakeCloudController(self.bus, reactor, password=BULK_PASSWORD)
         self.deas = [SimulatedDea(self.bus, reactor, f"{n}-dea{n:02d}",
@@ -241,11 +244,11 @@ class LiveFoundation:
         await self.bus.stop()
         await self.http_pool.closeCachedConnections()
 
-    def config_mapping(self, intervals=None):
+    def config_mapping(self, intervals=None, mbus=None):
         """The health manager's raw config for this foundation: FAST_INTERVALS updated with
-        `intervals`."""
+        `intervals`; `mbus` when the HM should connect elsewhere than the foundation."""
         return {
-            "mbus": self.nats.url,
+            "mbus": mbus or self.nats.url,
             "bulk_api": {"host": self.cc_url, "batch_size": 2},
             "status": {"port": 0, "user": STATUS_USER, "password": STATUS_PASSWORD},
             "local_route": "127.0.0.1",
@@ -253,10 +256,10 @@ class LiveFoundation:
             "intervals": dict(FAST_INTERVALS, **(intervals or {})),
         }
 
-    async def start_manager(self, intervals=None):
+    async def start_manager(self, intervals=None, mbus=None):
         """The health manager in this process, on the asyncio reactor; fires with it once
         it is connected to NATS and started."""
-        config, warnings = build_config(self.config_mapping(intervals), environ={})
+        config, warnings = build_config(self.config_mapping(intervals, mbus), environ={})
         assert not warnings, warnings
         self.manager = manager = Manager(config, reactor)
         manager.startService()

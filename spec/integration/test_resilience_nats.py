@@ -101,7 +101,7 @@ class NatsUnreachableAtStartTests(TestCase):
         hm = foundation.start_child()
         await wait_until(lambda: "status server listening" in hm.output(), what="listening")
         for _ in range(3):
-            code, body = await foundation.status_get(hm.status_port, "/healthz")
+            code, body = await foundation.status_get(hm.status_port, "/healthz?format=json")
             self.assertEqual((code, orjson.loads(body)["nats"]), (503, "disconnected"))
             await sleep(1)
         self.assertIsNone(hm.process.poll(), hm.output())

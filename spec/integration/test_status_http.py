@@ -1,5 +1,11 @@
 """Integration: /varz and /healthz over real HTTP on loopback (treq), and component
-discover plus /healthz over a real nats-server (NatsBus on the asyncio reactor)."""
+discover plus /healthz over a real nats-server (NatsBus on the asyncio reactor).
+
+/healthz is held to the CF collector's rule (cloudfoundry/collector `fetch_healthz`): the
+component is healthy when `body.strip.downcase == "ok"`, which must be so exactly when the
+status is 200."""
+
+import base64
 
 import orjson
 import treq
@@ -19,12 +25,16 @@ from spec.status_support import make_view
 
 MBUS_PASSWORD = "mbus-Pa55word-never-shown"
 USER, PASSWORD = "thin", "thin-secret"
+# Every /varz key the collector reads of a HealthManager (its HealthManager handler and the
+# common ones of Handler#do_process).
 COLLECTOR_KEYS = {
     "total", "running", "analysis_loop_duration", "bulk_update_loop_duration",
     "total_users", "queue_length", "heartbeat_msgs_received", "droplet_exited_msgs_received",
     "droplet_updated_msgs_received", "healthmanager_status_msgs_received",
     "healthmanager_health_request_msgs_received",
-    "healthmanager_droplet_request_msgs_received",
+    "healthmanager_droplet_request_msgs_received", "health_start_messages_sent",
+    "health_stop_messages_sent", "mem_bytes", "mem_used_bytes", "mem_free_bytes",
+    "cpu_load_avg", "uptime", "log_counts",
 }
 TOTAL_KEYS = {"apps", "started_apps", "instances", "started_instances", "memory",
               "started_memory"}
@@ -65,18 +75,26 @@ class _HttpTestCase(TestCase):
     def start_server(self, config, bus, bus_connected):
         self.metrics = Metrics()
         self.component = Component(config, bus, self.reactor)
-        view, _desired = make_view(config, self.reactor, self.metrics, bus_connected)
+        view, self.desired = make_view(config, self.reactor, self.metrics, bus_connected)
         self.server = StatusServer(config, self.metrics, self.component, view,
                                    self.reactor, self.reactor)
         self.server.startService()
         self.addCleanup(self.server.stopService)
         return self.server
 
-    async def get(self, path, auth=(USER, PASSWORD), method="GET"):
+    async def get(self, path, auth=(USER, PASSWORD), method="GET", headers=None):
         url = f"http://127.0.0.1:{self.server.port}{path}"
-        response = await self.http.request(method, url, auth=auth)
+        response = await self.http.request(method, url, auth=auth, headers=headers)
         body = await treq.content(response)
         return response, body
+
+    async def collector_healthz(self):
+        """(status, healthy) as the collector reads /healthz: GET with its Basic header
+        and HTTParty's Accept, healthy when `body.strip.downcase == "ok"`."""
+        credentials = base64.b64encode(f"{USER}:{PASSWORD}".encode())
+        response, body = await self.get("/healthz", auth=None, headers={
+            "Authorization": [b"Basic " + credentials], "Accept": ["*/*"]})
+        return response.code, body.strip(b" \t\n\v\f\r\x00").lower() == b"ok"
 
 
 class StatusHttpTests(_HttpTestCase):
@@ -117,18 +135,42 @@ class StatusHttpTests(_HttpTestCase):
         self.assertEqual(varz["type"], "HealthManager")
         self.assertEqual(varz["host"], self.server.host)
         self.assertGreater(varz["mem"], 0)
+        self.assertEqual(varz["mem"], varz["mem_bytes"] // 1024)
+        recorded = ("fatal", "error", "warn")  # the levels the collector records
+        self.assertEqual({level: varz["log_counts"][level] for level in recorded},
+                         dict.fromkeys(recorded, 0))
         self.assertNotIn(MBUS_PASSWORD.encode(), body)
         self.assertNotIn("mbus", varz["config"])
 
     async def test_healthz(self):
-        """/healthz says status ok (200) while the bus is connected, unavailable (503)
-        else, as application/json."""
+        """/healthz says `ok` (200, text/plain) while the bus is connected and
+        `unavailable: ` with the reason (503) else; ?format=json gives the JSON view."""
         response, body = await self.get("/healthz")
+        self.assertEqual((response.code, body), (200, b"ok"))
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["text/plain"])
+        response, body = await self.get("/healthz?format=json")
         self.assertEqual((response.code, orjson.loads(body)["status"]), (200, "ok"))
         self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/json"])
         self.connected = False
         response, body = await self.get("/healthz")
+        self.assertEqual((response.code, body), (503, b"unavailable: NATS is not connected\n"))
+        response, body = await self.get("/healthz", headers={"Accept": ["application/json"]})
         self.assertEqual((response.code, orjson.loads(body)["nats"]), (503, "disconnected"))
+
+    async def test_collector_rule(self):
+        """As the collector reads it: healthy if and only if 200, when healthy, with NATS
+        down, with the desired state lost, and when both are wrong."""
+        self.assertEqual(await self.collector_healthz(), (200, True))
+        self.connected = False
+        self.assertEqual(await self.collector_healthz(), (503, False))
+        self.connected = True
+        self.desired.fresh = False
+        self.desired.last_success = self.reactor.seconds() - 181  # desired_state_lost: 180
+        self.assertEqual(await self.collector_healthz(), (503, False))
+        self.connected = False
+        self.assertEqual(await self.collector_healthz(), (503, False))
+        self.connected, self.desired.fresh = True, True
+        self.assertEqual(await self.collector_healthz(), (200, True))
 
     async def test_not_found_and_not_allowed(self):
         """Other paths answer 404 and other methods 405."""
@@ -176,11 +218,13 @@ class StatusOverNatsTests(_HttpTestCase):
     async def test_healthz_follows_nats(self):
         """/healthz answers ok while NATS is up and not connected once it is gone."""
         await wait_until(self.reactor, lambda: self.bus.connected)
-        response, body = await self.get("/healthz")
+        self.assertEqual(await self.collector_healthz(), (200, True))
+        response, body = await self.get("/healthz?format=json")
         self.assertEqual((response.code, orjson.loads(body)["nats"]), (200, "connected"))
         self.nats.kill()
         await wait_until(self.reactor, lambda: not self.bus.connected)
-        response, body = await self.get("/healthz")
+        self.assertEqual(await self.collector_healthz(), (503, False))
+        response, body = await self.get("/healthz?format=json")
         self.assertEqual((response.code, orjson.loads(body)["reasons"]),
                          (503, ["NATS is not connected"]))
         response, body = await self.get("/varz")

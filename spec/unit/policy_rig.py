@@ -5,6 +5,8 @@ from twisted.internet import task
 from health_manager.actual_state import ActualState
 from health_manager.config import build_config
 from health_manager.constants import STAGED, STARTED
+from health_manager.contracts.hm2.messages import Hm2Contract
+from health_manager.contracts.hm2.reporter import Reporter
 from health_manager.freshness import ActualFreshness
 from health_manager.ha.handover import Handover
 from health_manager.ha.journal import Journal
@@ -13,7 +15,6 @@ from health_manager.metrics import Metrics
 from health_manager.model.desired_app import DesiredApp
 from health_manager.model.registry import DropletRegistry
 from health_manager.nudger import Nudger
-from health_manager.reporter import Reporter
 from health_manager.scheduler import Scheduler
 from health_manager.testing.bus import InMemoryBus
 from health_manager.testing.desired import FakeDesiredState
@@ -35,7 +36,7 @@ class PolicyRig:
     """Everything the policy needs, wired as the Manager does, with helpers to drive it."""
 
     def __init__(self, intervals=None, noise=lambda low, high: 0.0, leadership=None,
-                 durable=None, clock=None, ha_store=None, **top):
+                 durable=None, clock=None, ha_store=None, contract=None, **top):
         """`ha_store` (an InMemoryJournalStore): an HA HM, its journal in that store, its
         lease a FakeLease (`self.lease`) switched by the test."""
         self.config = make_config(intervals, **top)
@@ -58,7 +59,8 @@ class PolicyRig:
             durable = self.journal
         self.nudger = Nudger(self.scheduler, self.bus, self.metrics,
                              self.intervals.queue_batch_size, self.intervals.request_queue,
-                             leadership=leadership, durable=durable)
+                             leadership=leadership, durable=durable, contract=contract)
+        self.contract = contract if contract is not None else Hm2Contract()
         self.freshness = ActualFreshness(self.scheduler, self.intervals.droplet_lost)
         self.desired = FakeDesiredState()
         self.noise_calls = []
@@ -69,7 +71,8 @@ class PolicyRig:
 
         self.harmonizer = Harmonizer(self.config, self.scheduler, self.registry, self.nudger,
                                      self.desired, self.freshness, self.metrics,
-                                     noise=recording_noise, durable=durable)
+                                     noise=recording_noise, durable=durable,
+                                     policy=self.contract.policy)
         self.actual = ActualState(self.config, self.bus, self.registry, self.harmonizer,
                                   self.freshness, self.metrics, self.scheduler)
         self.reporter = Reporter(self.bus, self.registry, self.scheduler, self.metrics,
@@ -122,7 +125,7 @@ class PolicyRig:
         return done
 
     def starts(self):
-        return self.bus.published_json("health.start")
+        return self.bus.published_json(self.contract.start_subject)
 
     def stops(self):
-        return self.bus.published_json("health.stop")
+        return self.bus.published_json(self.contract.stop_subject)

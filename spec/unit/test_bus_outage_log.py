@@ -51,3 +51,39 @@ class OutageLogTests(SynchronousTestCase):
             self.clock.advance(1)
             self.outage.failed("refused", 1.0)
         self.assertEqual(self.lines(), [])
+
+
+class ClusterOutageLogTests(SynchronousTestCase):
+    """With a cluster's three servers, one refusing is no outage: NATS is unreachable once
+    as many attempts as there are servers have failed."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.outage = OutageLog(self.clock, "nats://a:4222,nats://b:4222,nats://c:4222",
+                                cap=10, servers=3)
+
+    def lines(self):
+        return [formatEvent(e) for e in self.events]
+
+    def test_unreachable_once_every_server_failed(self):
+        self.outage.failed("refused by a", 1.0)
+        self.outage.failed("refused by b", 1.0)
+        self.assertEqual(self.lines(), [])
+        self.clock.advance(1)
+        self.outage.failed("refused by c", 1.0)
+        self.assertEqual(self.lines(), [
+            "NATS unreachable at nats://a:4222,nats://b:4222,nats://c:4222: refused by c; "
+            "retrying after 1 s, backing off to every 10 s; a reminder every 60 s"])
+        self.clock.advance(60)
+        self.outage.failed("refused by a", 1.0)
+        self.assertEqual(len(self.lines()), 2)
+        self.assertIn("after 61 s and 4 attempts", self.lines()[1])
+
+    def test_one_member_down_then_connected_logs_nothing(self):
+        """A dead member tried first, then a live one: no line, and the count is reset."""
+        self.outage.failed("refused by a", 1.0)
+        self.assertEqual(self.outage.connected(), (0, 1))
+        self.outage.failed("refused by a", 1.0)
+        self.outage.failed("refused by b", 1.0)
+        self.assertEqual(self.lines(), [])

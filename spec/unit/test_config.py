@@ -92,12 +92,12 @@ class ValuesTests(SynchronousTestCase):
     def test_mbus_uri_overrides(self):
         """MBUS_URI replaces mbus entirely."""
         config, _ = build(environ={"MBUS_URI": "nats://other:4222"})
-        self.assertEqual(config.mbus, "nats://other:4222")
+        self.assertEqual(config.mbus, ("nats://other:4222",))
 
     def test_mbus_uri_supplies_missing_mbus(self):
         """With MBUS_URI set, a config without mbus is valid."""
         config, _ = build({"bulk_api": {"host": "h"}}, environ={"MBUS_URI": "nats://n:4222"})
-        self.assertEqual(config.mbus, "nats://n:4222")
+        self.assertEqual(config.mbus, ("nats://n:4222",))
 
     def test_log_level_overrides(self):
         """LOG_LEVEL replaces logging.level."""
@@ -252,7 +252,7 @@ class FileTests(SynchronousTestCase):
         """A YAML file is read into the same Config as its mapping."""
         path = self.write(yaml.safe_dump(MINIMAL))
         config, _ = load_config(path, {})
-        self.assertEqual(config.mbus, MINIMAL["mbus"])
+        self.assertEqual(config.mbus, (MINIMAL["mbus"],))
 
 
 class RedactionTests(SynchronousTestCase):

@@ -14,7 +14,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface.verify import verifyObject
 
 from health_manager.config import build_config
-from health_manager.desired_state import DesiredState, InvalidEntry, parse_updated_at
+from health_manager.desired_state import DesiredState, InvalidEntry, parse_entry, parse_updated_at
 from health_manager.interfaces import IDesiredState
 from health_manager.metrics import DesiredTotals, Metrics
 from health_manager.model.desired_app import DesiredApp
@@ -686,3 +686,123 @@ class IoClockTests(SynchronousTestCase):
         io_clock.advance(config.intervals.bulk_request_timeout)
         self.assertEqual(len(errors), 1)
         self.assertIn("timed out", str(errors[0].value))
+
+
+class ConfiguredCredentialsTestCase(DesiredStateTestCase):
+    """bulk_api.user/password set: HM9000's way of getting the bulk credentials."""
+
+    bulk_api = {"host": "cc.example.com", "batch_size": 2, "user": "cfg_user",
+                "password": "cfg-pass"}
+    extra = {}
+    options = {}
+
+    def setUp(self):
+        super().setUp()
+        self.desired.stop()
+        self.config, _ = build_config(
+            {"mbus": "nats://127.0.0.1:4222", "bulk_api": self.bulk_api,
+             "intervals": self.intervals, **self.extra}, environ={})
+        self.desired = DesiredState(self.config, self.scheduler, self.bus, self.http,
+                                    self.metrics, lambda app, asked_at: self.on_app(app),
+                                    jitter=lambda: self.jitter_value,
+                                    on_unreadable=self.unreadable.append, **self.options)
+        self.addCleanup(self.desired.stop)
+
+
+class ConfiguredCredentialsTests(ConfiguredCredentialsTestCase):
+    def test_configured_credentials_used_without_nats(self):
+        """Every request carries the configured Basic auth; nothing is asked over NATS."""
+        self.cc.apps = {"a": entry()}
+        self.refresh()
+        self.assertTrue(self.desired.available)
+        self.assertEqual(self.bus.requests, [])
+        self.assertEqual(self.metrics.bulk_credentials_requests, 0)
+        expected = "Basic " + base64.b64encode(b"cfg_user:cfg-pass").decode()
+        self.assertEqual({auth for _path, _args, auth in self.cc.requests}, {expected})
+        self.assertEqual(self.cc.paths(), ["/bulk/counts", "/bulk/apps", "/bulk/apps"])
+
+    def test_401_names_the_configured_credentials_and_never_asks_nats(self):
+        """A 401 is logged as wrong configured credentials, counted, and retried with the
+        same credentials: never a NATS request."""
+        logged = self.capture_logs()
+        self.cc.responses = [(401, b"Unauthorized"), (401, b"Unauthorized")]
+        self.refresh()
+        self.assertFalse(self.desired.available)
+        self.assertEqual(self.metrics.bulk_api_unauthorized, 1)
+        self.assertEqual(self.metrics.bulk_api_errors, 1)
+        errors = [formatEvent(e) for e in logged if e["log_level"] == LogLevel.error]
+        self.assertEqual(len(errors), 1)
+        self.assertIn("refused the configured credentials", errors[0])
+        self.assertIn("bulk_api.user 'cfg_user'", errors[0])
+        self.assertNotIn("cfg-pass", errors[0])
+        self.advance(1)
+        self.assertEqual(self.metrics.bulk_api_unauthorized, 2)
+        self.advance(2)
+        self.assertTrue(self.desired.available)
+        self.assertEqual(self.bus.requests, [])
+        expected = "Basic " + base64.b64encode(b"cfg_user:cfg-pass").decode()
+        self.assertEqual({auth for _path, _args, auth in self.cc.requests}, {expected})
+
+    def test_transport_error_keeps_configured_credentials(self):
+        """A hanging CC fails the pass; the retry uses the configured credentials still."""
+        self.cc.hang_when = lambda path, args: path == "/bulk/counts"
+        self.refresh()
+        self.advance(30)
+        self.assertFalse(self.desired.available)
+        self.cc.hang_when = lambda path, args: False
+        self.advance(1)
+        self.assertTrue(self.desired.available)
+        self.assertEqual(self.bus.requests, [])
+
+
+class NatsCredentialsUnauthorizedTests(DesiredStateTestCase):
+    def test_401_is_counted_and_asks_again(self):
+        """Without configured credentials a 401 is counted and the log says they will be
+        asked again over NATS."""
+        logged = self.capture_logs()
+        self.cc.responses = [(401, b"Unauthorized")]
+        self.refresh()
+        self.assertEqual(self.metrics.bulk_api_unauthorized, 1)
+        errors = [formatEvent(e) for e in logged if e["log_level"] == LogLevel.error]
+        self.assertIn("asked again over NATS", errors[0])
+
+
+class Hm9000DesiredStateTests(ConfiguredCredentialsTestCase):
+    """As the hm9000 mode builds it: no /bulk/counts, entries as 2017's CCs send them."""
+
+    options = {"fetch_user_counts": False, "require_memory_and_updated_at": False}
+
+    def test_no_user_counts_request(self):
+        """HM9000 never asked /bulk/counts: the pass is /bulk/apps pages only."""
+        self.cc.apps = {"a": entry(), "b": entry(), "c": entry()}
+        self.refresh()
+        self.assertTrue(self.desired.available)
+        self.assertEqual(self.cc.paths(), ["/bulk/apps"] * 3)
+        self.assertEqual(self.metrics.total_users, 0)
+
+    def test_entries_without_memory_and_updated_at(self):
+        """An entry of ccng 80a53d8a7f (2017-01) has neither memory nor updated_at: it is
+        applied with both 0; a present but bad value is still refused."""
+        lean = {"id": "app-1", "instances": 2, "state": "STARTED", "version": "v9",
+                "package_state": "PENDING"}
+        self.cc.custom_pages = {
+            "{}": {"results": {"app-1": lean, "app-2": entry(),
+                               "bad-memory": dict(lean, memory="256"),
+                               "bad-time": dict(lean, updated_at="yesterday")},
+                   "bulk_token": "x"},
+            "x": {"results": {}, "bulk_token": "x"},
+        }
+        self.refresh()
+        self.assertTrue(self.desired.available)
+        self.assertEqual(self.applied, [
+            DesiredApp(id="app-1", state="STARTED", instances=2, version="v9",
+                       package_state="PENDING", updated_at=0, memory=0),
+            DesiredApp(id="app-2", state="STARTED", instances=1, version="v1",
+                       package_state="STAGED", updated_at=UPDATED_EPOCH, memory=256)])
+        self.assertEqual(set(self.unreadable), {"bad-memory", "bad-time"})
+
+    def test_hm2_pass_refuses_entries_without_them(self):
+        """HM 2.0's CCs always sent memory and updated_at: by default an entry without
+        them is unreadable."""
+        self.assertRaises(InvalidEntry, parse_entry, "a", {
+            "instances": 1, "state": "STARTED", "version": "v", "package_state": "STAGED"})

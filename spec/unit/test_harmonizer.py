@@ -370,6 +370,18 @@ class AnalysisPassTests(SynchronousTestCase):
         self.assertEqual((rig.metrics.realtime.total_apps,
                           rig.metrics.realtime.missing_instances), (5, 5))
 
+    def test_a_stop_mid_pass_ends_the_pass_and_the_scheduler_idles(self):
+        """Stopping between two slices ends the pass there, so the scheduler's stop (which
+        cancels the next slice) does not wait for a pass that will never finish."""
+        rig = self.rig
+        rig.scheduler.start()
+        rig.scheduler.track(rig.harmonizer.analyze_droplets())
+        rig.harmonizer.stop()
+        stopped = rig.scheduler.stop()
+        self.assertIsNone(self.successResultOf(stopped))
+        rig.clock.advance(0)
+        self.assertEqual(len(rig.starts()), 2)  # the first slice only
+
     def test_droplet_removed_mid_pass_is_skipped(self):
         """A droplet removed while its pass runs is not analysed."""
         rig = self.rig

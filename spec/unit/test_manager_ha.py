@@ -14,6 +14,7 @@ from health_manager.interfaces import ILeadership
 from health_manager.leadership import SingleLeadership
 from health_manager.manager import Manager
 from health_manager.testing.bus import InMemoryBus
+from health_manager.testing.orders import start_order
 
 BASE = {"mbus": "nats://127.0.0.1:4222", "bulk_api": {"host": "h"}}
 HA = {"redis": "redis://127.0.0.1:1/0", "lease_duration": 3, "renew_deadline": 2,
@@ -30,8 +31,7 @@ def manager(**raw):
 
 
 def start(droplet):
-    return {"droplet": droplet, "last_updated": 1, "version": "v1", "indices": [0],
-            "running": {"v1": 0}, "flapping": False}
+    return start_order(droplet)
 
 
 class ManagerHaTests(SynchronousTestCase):

@@ -225,7 +225,7 @@ class DropletTests(SynchronousTestCase):
         self.proven(("g2", 2, "v1"), ("g0", 0, "v1"), ("g1", 1, "v1"), now=40)
         stops, running, held_back = self.droplet.plan_stops(40, DROPLET_LOST)
         self.assertEqual((stops, running, held_back),
-                         ({"g2": ("v1", "Extra instance")}, {"v1": 3}, 0))
+                         ({"g2": ("v1", 2, "Extra instance")}, {"v1": 3}, 0))
 
     def test_stops_wait_until_every_wanted_index_runs(self):
         """While a wanted index is missing and nothing is surplus, a duplicate is not
@@ -236,15 +236,15 @@ class DropletTests(SynchronousTestCase):
         self.proven(("g0", 0, "v1"), ("dup", 0, "v1"), ("g1", 1, "v1"), ("g2", 2, "v1"),
                     now=80)
         stops, running, _ = self.droplet.plan_stops(80, DROPLET_LOST)
-        self.assertEqual((stops, running), ({"dup": ("v1", "Instance mismatch"),
-                                             "g2": ("v1", "Extra instance")}, {"v1": 4}))
+        self.assertEqual((stops, running), ({"dup": ("v1", 0, "Instance mismatch"),
+                                             "g2": ("v1", 2, "Extra instance")}, {"v1": 4}))
 
     def test_surplus_goes_down_to_the_desired_count_while_an_index_is_down(self):
         """With a wanted index down (perhaps given up for good), instances above the
         desired count are still stopped, one fewer than would take the app below it."""
         self.proven(("g0", 0, "v1"), ("dup", 0, "v1"), ("g2", 2, "v1"), now=40)
         self.assertEqual(self.droplet.plan_stops(40, DROPLET_LOST),
-                         ({"dup": ("v1", "Instance mismatch")}, {"v1": 3}, 1))
+                         ({"dup": ("v1", 0, "Instance mismatch")}, {"v1": 3}, 1))
 
     def test_old_version_stopped_and_table_dropped(self):
         """Instances of a non-live version are stopped once the live version runs; a dead
@@ -252,7 +252,7 @@ class DropletTests(SynchronousTestCase):
         self.proven(("new0", 0, "v1"), ("new1", 1, "v1"), ("old", 1, "v0"), now=40)
         self.droplet.instance("v-2", 0, 0)
         stops, _, _ = self.droplet.plan_stops(40, DROPLET_LOST)
-        self.assertEqual(stops, {"old": ("v0", "Live version mismatch")})
+        self.assertEqual(stops, {"old": ("v0", 1, "Live version mismatch")})
         self.assertNotIn("v-2", self.droplet.versions)
 
     def test_stopped_app_prunes_everything(self):
@@ -261,7 +261,7 @@ class DropletTests(SynchronousTestCase):
         self.droplet.instance("v1", 1, 0)
         self.registry.apply_desired(app(state=STOPPED), 1)
         stops, _, _ = self.droplet.plan_stops(10, DROPLET_LOST)
-        self.assertEqual(stops, {"a": ("v1", "Droplet state is STOPPED")})
+        self.assertEqual(stops, {"a": ("v1", 0, "Droplet state is STOPPED")})
         self.assertEqual(list(self.droplet.versions["v1"]), [0])
 
     def test_desired_state_from_before_an_update_keeps_the_droplet_stale(self):

@@ -8,16 +8,12 @@ from health_manager.metrics import Metrics
 from health_manager.nudger import Nudger
 from health_manager.scheduler import Scheduler
 from health_manager.testing.bus import InMemoryBus
+from health_manager.testing.orders import described_droplet, start_order, stop_order
 
 
-def start(droplet, index=0, last_updated=100, running=None):
-    return {"droplet": droplet, "last_updated": last_updated, "version": "v1",
-            "indices": [index], "running": running or {"v1": 0}, "flapping": False}
-
-
-def builder(droplet, index=0, **payload):
-    """A queue_start() payload builder for `droplet` and `index`."""
-    return lambda: start(droplet, index, **payload)
+def builder(droplet, index=0):
+    """A queue_start() order builder for `droplet` and `index`."""
+    return lambda: start_order(droplet, index)
 
 
 class NudgerTests(SynchronousTestCase):
@@ -30,8 +26,8 @@ class NudgerTests(SynchronousTestCase):
     def sent(self):
         return [p["droplet"] for p in self.bus.published_json("health.start")]
 
-    def queue(self, droplet, priority, index=0, **payload):
-        self.nudger.queue_start(droplet, index, priority, builder(droplet, index, **payload))
+    def queue(self, droplet, priority, index=0):
+        self.nudger.queue_start(droplet, index, priority, builder(droplet, index))
 
     def exhaust_budget(self):
         self.queue("warm-1", LOW)
@@ -72,8 +68,8 @@ class NudgerTests(SynchronousTestCase):
     def test_same_key_queued_once(self):
         """A start for an app and index already queued is not queued again."""
         self.exhaust_budget()
-        self.queue("a", LOW, last_updated=1)
-        self.queue("a", LOW, last_updated=2)
+        self.queue("a", LOW)
+        self.queue("a", LOW)
         self.queue("a", LOW, index=1)
         self.assertEqual(len(self.nudger), 2)
 
@@ -81,9 +77,10 @@ class NudgerTests(SynchronousTestCase):
         """A queued start's payload is built as it leaves, from the state at that moment:
         its `running` is never stale (HM 2.0 queued finished payloads)."""
         self.exhaust_budget()
-        running = {"v1": 0}
-        self.nudger.queue_start("a", 0, LOW, lambda: start("a", running=dict(running)))
-        running["v1"] = 2
+        droplet = described_droplet("a", instances=3)
+        self.nudger.queue_start("a", 0, LOW, lambda: start_order("a", droplet=droplet))
+        for index in (1, 2):
+            droplet.instance("v1", index, 0).receive_heartbeat("RUNNING", f"g{index}", 0, 0, 30)
         self.clock.advance(1)
         self.nudger.drain()
         self.assertEqual([p["running"] for p in self.bus.published_json("health.start")],
@@ -114,24 +111,23 @@ class NudgerTests(SynchronousTestCase):
     def test_stop_is_immediate(self):
         """A stop is published at once, outside the rate limit, and counted."""
         self.exhaust_budget()
-        payload = {"droplet": "a", "last_updated": 1, "instances": {"g": "v1"},
-                   "running": {"v1": 1}, "version": "v1"}
-        self.assertTrue(self.nudger.publish_stop(payload))
-        self.assertEqual(self.bus.published_json("health.stop"), [payload])
+        order = stop_order("a", {"g": ("v1", 1)}, running={"v1": 2})
+        self.assertTrue(self.nudger.publish_stop(order))
+        self.assertEqual(self.bus.published_json("health.stop"), [
+            {"droplet": "a", "last_updated": 100, "instances": {"g": "v1"},
+             "running": {"v1": 2}, "version": "v1"}])
         self.assertEqual(self.metrics.health_stop_messages_sent, 1)
 
     def test_stop_without_instances_refused(self):
         """A health.stop with an empty instances map is never published."""
-        payload = {"droplet": "a", "last_updated": 1, "instances": {}, "running": {},
-                   "version": "v1"}
-        self.assertFalse(self.nudger.publish_stop(payload))
+        self.assertFalse(self.nudger.publish_stop(stop_order("a", {})))
         self.assertEqual(self.bus.published, [])
         self.assertEqual(self.metrics.health_stop_messages_sent, 0)
 
     def test_publish_start_bypasses_queue(self):
         """A direct (flapping) start leaves even when the rate limit is spent."""
         self.exhaust_budget()
-        self.nudger.publish_start(start("flap"))
+        self.nudger.publish_start(start_order("flap", flapping=True))
         self.assertEqual(self.sent(), ["flap"])
 
     def test_discard_pending(self):

@@ -12,6 +12,7 @@ from health_manager.metrics import Metrics
 from health_manager.nudger import Nudger
 from health_manager.scheduler import Scheduler
 from health_manager.testing.bus import InMemoryBus
+from health_manager.testing.orders import start_order, stop_order
 
 
 @implementer(ILeadership)
@@ -31,19 +32,17 @@ class SwitchedLeadership:
         return self.acting
 
 
-def start(droplet, index=0):
-    return {"droplet": droplet, "last_updated": 100, "version": "v1", "indices": [index],
-            "running": {"v1": 0}, "flapping": False}
+def start(droplet, flapping=False):
+    return start_order(droplet, flapping=flapping)
 
 
 def queue(nudger, droplet, priority):
-    """Queue a start of `droplet` index 0 whose payload is built when it leaves."""
+    """Queue a start of `droplet` index 0 whose order is built when it leaves."""
     nudger.queue_start(droplet, 0, priority, lambda: start(droplet))
 
 
 def stop(droplet):
-    return {"droplet": droplet, "last_updated": 100, "instances": {"g1": "v1"},
-            "running": {"v1": 1}, "version": "v1"}
+    return stop_order(droplet, {"g1": ("v1", 1)}, running={"v1": 2})
 
 
 class NudgerGateTests(SynchronousTestCase):
@@ -66,7 +65,7 @@ class NudgerGateTests(SynchronousTestCase):
         """Not acting: queued, direct and flapping starts and stops are dropped and counted."""
         self.leadership.acting = False
         queue(self.nudger, "a", LOW)
-        self.nudger.publish_start(dict(start("b"), flapping=True))
+        self.nudger.publish_start(start("b", flapping=True))
         self.assertFalse(self.nudger.publish_stop(stop("c")))
         self.clock.advance(5)
         self.nudger.drain()

@@ -28,8 +28,8 @@ from spec.status_support import make_view
 MBUS_PASSWORD = "s3cretMbusPw"
 UUID_HEX = "0123456789abcdef0123456789abcdef"
 START = 1_378_337_194  # 2013-09-04 23:26:34 UTC
-VITALS = {"mem": 2048, "cpu": 1.5, "mem_used_bytes": 10, "mem_free_bytes": 20,
-          "cpu_load_avg": 0.25}
+VITALS = {"mem": 2048, "mem_bytes": 2048 * 1024, "cpu": 1.5, "mem_used_bytes": 10,
+          "mem_free_bytes": 20, "cpu_load_avg": 0.25}
 
 # Every key of PROTOCOL.md §6.2 and §6.3 a reader of HM 2.0's /varz may look for.
 VARZ_KEYS = {
@@ -41,8 +41,8 @@ VARZ_KEYS = {
     "last_up_known", "users", "apps", "total", "total_apps", "total_instances",
     "crashed_instances", "running_instances", "missing_instances", "flapping_instances",
     "running", "type", "index", "uuid", "host", "credentials", "start", "uptime", "num_cores",
-    "config", "log_counts", "mem", "cpu", "mem_used_bytes", "mem_free_bytes", "cpu_load_avg",
-    "nats_connected",
+    "config", "log_counts", "mem", "mem_bytes", "cpu", "mem_used_bytes", "mem_free_bytes",
+    "cpu_load_avg", "nats_connected",
 }
 
 
@@ -64,14 +64,17 @@ def auth(user="thin", password="thinpw"):
     return b"Basic " + base64.b64encode(f"{user}:{password}".encode())
 
 
-def http(site, method=b"GET", path=b"/varz", authorization=None):
-    """Send one request through `site` over a StringTransport; (code, headers, body)."""
+def http(site, method=b"GET", path=b"/varz", authorization=None, headers=()):
+    """Send one request through `site` over a StringTransport; (code, headers, body).
+    `headers` are extra (name, value) request headers."""
     protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     transport = StringTransport()
     protocol.makeConnection(transport)
     head = method + b" " + path + b" HTTP/1.1\r\nHost: hm\r\nConnection: close\r\n"
     if authorization is not None:
         head += b"Authorization: " + authorization + b"\r\n"
+    for name, value in headers:
+        head += name + b": " + value + b"\r\n"
     protocol.dataReceived(head + b"\r\n")
     raw_head, _, body = transport.value().partition(b"\r\n\r\n")
     lines = raw_head.split(b"\r\n")
@@ -234,12 +237,16 @@ class BasicAuthTests(SynchronousTestCase):
 
 class LogCountsTests(SynchronousTestCase):
     def test_counts_per_level(self):
-        """log_counts counts events per level name; events without a level are ignored."""
+        """log_counts counts events per Steno level name, every level present as in HM
+        2.0 (critical is Steno's fatal, which the collector records); events without a
+        level are ignored."""
         counts = LogCounts()
-        for level in (LogLevel.info, LogLevel.info, LogLevel.error):
+        for level in (LogLevel.info, LogLevel.info, LogLevel.error, LogLevel.critical):
             counts({"log_level": level})
         counts({"message": "legacy"})
-        self.assertEqual(counts.as_dict(), {"info": 2, "error": 1})
+        self.assertEqual(counts.as_dict(), {
+            "off": 0, "fatal": 1, "error": 1, "warn": 0, "info": 2, "debug": 0,
+            "debug1": 0, "debug2": 0, "all": 0})
 
 
 class VitalsTests(SynchronousTestCase):
@@ -260,10 +267,12 @@ class VitalsTests(SynchronousTestCase):
         self.assertEqual(vitals.current(), {"mem": 2})
 
     def test_real_sample(self):
-        """The default sampler reports RSS in KB, cpu, memory and load from psutil."""
+        """The default sampler reports RSS in KB and in bytes, cpu, memory and load from
+        psutil."""
         current = Vitals(Clock()).current()
         self.assertEqual(set(current), set(VITALS))
         self.assertGreater(current["mem"], 0)
+        self.assertEqual(current["mem"], current["mem_bytes"] // 1024)
 
 
 class StatusServerTests(SynchronousTestCase):
@@ -290,9 +299,9 @@ class StatusServerTests(SynchronousTestCase):
                             vitals=Vitals(self.clock, lambda: dict(VITALS)),
                             route_ip=route_ip)
 
-    def get(self, path=b"/varz", method=b"GET", authorization=None):
+    def get(self, path=b"/varz", method=b"GET", authorization=None, headers=()):
         return http(self.server.site, method, path,
-                    auth() if authorization is None else authorization)
+                    auth() if authorization is None else authorization, headers)
 
     def varz(self):
         code, headers, body = self.get()
@@ -380,7 +389,7 @@ class StatusServerTests(SynchronousTestCase):
         varz = self.varz()
         self.assertEqual(varz["heartbeat_msgs_received"], 7)
         self.assertEqual(varz["queue_length"], 4)
-        self.assertEqual(varz["log_counts"], {"warn": 1})
+        self.assertEqual({k: v for k, v in varz["log_counts"].items() if v}, {"warn": 1})
         self.assertIs(varz["nats_connected"], False)
 
     def test_varz_hides_secrets(self):
@@ -394,29 +403,60 @@ class StatusServerTests(SynchronousTestCase):
         self.assertEqual(config["bulk_api"], {"host": "http://cc.example"})
 
     def test_healthz(self):
-        """/healthz answers JSON: 200 with status ok while NATS is connected, 503 naming
-        NATS as the reason when it is not."""
+        """/healthz answers exactly `ok` as text/plain while NATS is connected, and 503
+        with `unavailable: ` and the reason when it is not."""
         code, headers, body = self.get(b"/healthz")
-        self.assertEqual(code, 200)
-        self.assertEqual(headers[b"content-type"], b"application/json")
-        self.assertEqual(orjson.loads(body), {
-            "status": "ok", "nats": "connected", "desired_state": "fresh",
-            "actual_state": "waiting", "ha_role": "single", "reasons": []})
+        self.assertEqual((code, headers[b"content-type"], body), (200, b"text/plain", b"ok"))
         self.connected = False
         code, headers, body = self.get(b"/healthz")
-        self.assertEqual(code, 503)
-        health = orjson.loads(body)
-        self.assertEqual((health["status"], health["nats"]), ("unavailable", "disconnected"))
-        self.assertEqual(health["reasons"], ["NATS is not connected"])
+        self.assertEqual((code, headers[b"content-type"], body),
+                         (503, b"text/plain", b"unavailable: NATS is not connected\n"))
+
+    def test_healthz_json(self):
+        """?format=json, or an Accept header preferring application/json, answers the
+        structured view, with the same status codes."""
+        for path, headers in ((b"/healthz?format=json", ()),
+                              (b"/healthz", ((b"Accept", b"application/json"),))):
+            self.connected = True
+            code, response_headers, body = self.get(path, headers=headers)
+            self.assertEqual((code, response_headers[b"content-type"]),
+                             (200, b"application/json"))
+            self.assertEqual(orjson.loads(body), {
+                "status": "ok", "nats": "connected", "desired_state": "fresh",
+                "actual_state": "waiting", "ha_role": "single", "reasons": []})
+            self.connected = False
+            code, _headers, body = self.get(path, headers=headers)
+            self.assertEqual(code, 503)
+            health = orjson.loads(body)
+            self.assertEqual((health["status"], health["nats"]),
+                             ("unavailable", "disconnected"))
+            self.assertEqual(health["reasons"], ["NATS is not connected"])
+
+    def test_healthz_format_beats_accept(self):
+        """format=text answers text even to an Accept of application/json; the answer
+        varies by Accept, and says so to caches."""
+        code, headers, body = self.get(b"/healthz?format=text",
+                                       headers=((b"Accept", b"application/json"),))
+        self.assertEqual((code, headers[b"content-type"], body), (200, b"text/plain", b"ok"))
+        self.assertEqual(headers[b"vary"], b"Accept")
+
+    def test_healthz_unknown_format(self):
+        """Another format answers 400 naming the parameter, never `ok`."""
+        code, headers, body = self.get(b"/healthz?format=xml")
+        self.assertEqual((code, headers[b"content-type"]), (400, b"text/plain"))
+        self.assertEqual(body, b"format must be json or text, got 'xml'\n")
 
     def test_healthz_desired_state_lost(self):
         """/healthz answers 503 once the desired state is stale for longer than
         desired_state_lost, and names the time it went stale."""
         self.desired.fresh = False
         self.clock.advance(180)
-        self.assertEqual(self.get(b"/healthz")[0], 200)
+        self.assertEqual(self.get(b"/healthz")[::2], (200, b"ok"))
         self.clock.advance(1)
         code, _headers, body = self.get(b"/healthz")
+        self.assertEqual((code, body), (503, b"unavailable: desired state stale since "
+                                              b"23:26:39 (over desired_state_lost, 180 s)\n"))
+        code, _headers, body = self.get(b"/healthz?format=json")
         self.assertEqual(code, 503)
         health = orjson.loads(body)
         self.assertEqual(health["desired_state"], "stale")
@@ -437,7 +477,8 @@ class StatusServerTests(SynchronousTestCase):
 
     def test_head(self):
         """HEAD answers the GET headers (with its length) and no body."""
-        _code, _headers, get_body = self.get(b"/healthz")
-        code, headers, body = self.get(b"/healthz", b"HEAD")
-        self.assertEqual((code, body), (200, b""))
-        self.assertEqual(headers[b"content-length"], b"%d" % len(get_body))
+        for path in (b"/healthz", b"/healthz?format=json"):
+            _code, _headers, get_body = self.get(path)
+            code, headers, body = self.get(path, b"HEAD")
+            self.assertEqual((code, body), (200, b""))
+            self.assertEqual(headers[b"content-length"], b"%d" % len(get_body))

@@ -184,6 +184,17 @@ class MetricsTests(SynchronousTestCase):
         samples, _ = scrape(self.rig)
         self.assertEqual(samples[("health_manager_nats_connected", ())], 0)
 
+    def test_nats_server_label(self):
+        """The NATS server the bus is on is the label of nats_server; none while on none."""
+        self.rig.bus.server = "nats://nats:***@10.0.0.2:4222"
+        samples, _ = scrape(self.rig)
+        self.assertEqual(samples[("health_manager_nats_server",
+                                  (("server", "nats://nats:***@10.0.0.2:4222"),))], 1)
+        self.rig.bus.server = None
+        samples, _ = scrape(self.rig)
+        self.assertEqual([key for key in samples if key[0] == "health_manager_nats_server"],
+                         [])
+
     def test_metrics_behind_basic_auth(self):
         """/metrics answers 401 without the status credentials."""
         code, _headers, body = self.rig.get(b"/metrics", authorization=b"Basic eDp5")

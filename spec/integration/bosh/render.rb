@@ -1,5 +1,7 @@
 # render.rb JOB_SPEC TEMPLATE FRAGMENT: renders one BOSH job template as the director would,
-# to stdout. FRAGMENT is YAML with the deployment's `properties` and the `instance`
+# to stdout. render.rb --all JOB_SPEC FRAGMENT: renders every template of the job (those
+# beside JOB_SPEC in templates/), as the director does for an instance, to stdout as one
+# JSON object {path in the job: text}. FRAGMENT is YAML with the deployment's `properties` and the `instance`
 # (`index`, `networks`: name => {ip: ...}). The template sees what BOSH gives it: p() over
 # dotted names, falling back to the job spec's defaults; if_p() (with .else); spec.index
 # and spec.networks. Only properties that the job spec declares can be read, as in BOSH.
@@ -70,15 +72,28 @@ class RenderContext
   end
 end
 
-if ARGV.length != 3
-  warn 'usage: ruby render.rb JOB_SPEC TEMPLATE FRAGMENT'
+all = ARGV.first == '--all'
+args = all ? ARGV.drop(1) : ARGV
+if args.length != (all ? 2 : 3)
+  warn 'usage: ruby render.rb JOB_SPEC TEMPLATE FRAGMENT | ruby render.rb --all JOB_SPEC FRAGMENT'
   exit 2
 end
-job_spec = YAML.safe_load(File.read(ARGV[0]))
-fragment = YAML.safe_load(File.read(ARGV[2]))
+job_spec = YAML.safe_load(File.read(args[0]))
+fragment = YAML.safe_load(File.read(args.last))
+template = nil
 begin
-  print RenderContext.new(job_spec, fragment).render(File.read(ARGV[1]))
+  if all
+    # A fresh context per template, as the director gives each template its own binding.
+    templates = File.join(File.dirname(args[0]), 'templates')
+    rendered = job_spec.fetch('templates').to_h do |source, destination|
+      template = source
+      [destination, RenderContext.new(job_spec, fragment).render(File.read(File.join(templates, source)))]
+    end
+    print rendered.to_json
+  else
+    print RenderContext.new(job_spec, fragment).render(File.read(args[1]))
+  end
 rescue UnknownProperty, RuntimeError => e
-  warn "render.rb: #{e.message}"
+  warn "render.rb: #{template ? "#{template}: " : ''}#{e.message}"
   exit 1
 end
