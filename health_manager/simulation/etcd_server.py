@@ -68,29 +68,34 @@ class EtcdServer(ServerProcess):
                      "--client-cert-auth", "--trusted-ca-file", self.tls["ca_file"]]
         return args
 
+    def _context(self):
+        """TLS as a client of this member (its CA, the client certificate), or None."""
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=self.tls["ca_file"])
+        context.load_cert_chain(self.tls["client_cert_file"], self.tls["client_key_file"])
+        return context
+
     def ready(self):
         """True once this member serves requests with a raft leader elected."""
-        context = None
-        if self.tls:
-            context = ssl.create_default_context(cafile=self.tls["ca_file"])
-            context.load_cert_chain(self.tls["client_cert_file"], self.tls["client_key_file"])
         try:
             with urllib.request.urlopen(f"{self.url}/health", timeout=0.5,
-                                        context=context) as answer:
+                                        context=self._context()) as answer:
                 return json.loads(answer.read()).get("health") == "true"
         except (OSError, ValueError):
             return False
 
     def is_raft_leader(self):
         """True when this member is the cluster's raft leader (v2 stats)."""
-        with urllib.request.urlopen(f"{self.url}/v2/stats/self", timeout=2) as answer:
+        with urllib.request.urlopen(f"{self.url}/v2/stats/self", timeout=2,
+                                    context=self._context()) as answer:
             return json.loads(answer.read()).get("state") == "StateLeader"
 
     def get(self, key):
         """The v2 node of `key` (quorum read), or None when absent."""
         try:
             with urllib.request.urlopen(f"{self.url}/v2/keys{key}?quorum=true",
-                                        timeout=2) as answer:
+                                        timeout=2, context=self._context()) as answer:
                 return json.loads(answer.read())["node"]
         except urllib.error.HTTPError as e:
             if e.code == 404:
