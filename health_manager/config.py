@@ -552,6 +552,8 @@ def _etcd_ha(section: Mapping[str, Any], prefix: str,
         raise ConfigError("ha.etcd", "takes exactly one of ha.redis, ha.sentinels or ha.etcd "
                                      f"(ha.redis may accompany ha.sentinels), got ha.etcd and "
                                      f"{' and '.join(others)}")
+    if not prefix.strip("/"):
+        raise ConfigError("ha.key_prefix", f"must name an etcd directory, got {prefix!r}")
     members = _etcd_members(section.get("etcd"))
     files = {key: _tls_file(section, key) for key in _ETCD_TLS_KEYS}
     for key, pair in (("etcd_cert_file", "etcd_key_file"), ("etcd_key_file", "etcd_cert_file")):

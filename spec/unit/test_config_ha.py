@@ -223,6 +223,14 @@ class EtcdConfigTests(SynchronousTestCase):
             for key in ("ha.redis", "ha.sentinels", "ha.etcd"):
                 self.assertIn(key, str(caught.exception))
 
+    def test_key_prefix_names_a_directory(self):
+        """With etcd the prefix is a directory: "/" alone fails on ha.key_prefix."""
+        with self.assertRaises(ConfigError) as caught:
+            build({"etcd": MEMBERS, "key_prefix": "//"})
+        self.assertEqual(caught.exception.key, "ha.key_prefix")
+        config, _ = build({"etcd": MEMBERS, "key_prefix": "cf/hm"})
+        self.assertEqual(config.ha.key_prefix, "cf/hm")
+
     def test_none_of_them(self):
         """Without any store the error names all three."""
         with self.assertRaises(ConfigError) as caught:
