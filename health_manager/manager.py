@@ -25,6 +25,7 @@ from health_manager.desired_state import DesiredState
 from health_manager.freshness import ActualFreshness
 from health_manager.gc_policy import GcPolicy
 from health_manager.ha.connection import RedisConnection
+from health_manager.ha.etcd import EtcdClient, EtcdJournalStore, EtcdLeaseStore
 from health_manager.ha.handover import Handover
 from health_manager.ha.journal import Journal
 from health_manager.ha.lease import RedisLease
@@ -40,6 +41,15 @@ from health_manager.web.state_view import StateView
 from health_manager.web.status_server import LogCounts, StatusServer
 
 STOP_TIMEOUT = 4.0
+
+
+def _ha_stores(reactor, ha):
+    """(lease store, journal store) on one etcd client or one Redis connection."""
+    if ha.etcd:
+        client = EtcdClient(reactor, ha)
+        return EtcdLeaseStore(client, ha.key_prefix), EtcdJournalStore(client, ha.key_prefix)
+    redis = RedisConnection(reactor, ha)
+    return RedisLeaseStore(redis, ha.key_prefix), RedisJournalStore(redis, ha.key_prefix)
 
 
 class Manager(MultiService):
@@ -77,12 +87,11 @@ class Manager(MultiService):
         self.leadership: ILeadership
         if config.ha is not None:
             ha = config.ha
-            redis = RedisConnection(reactor, ha)
-            self.lease = RedisLease(RedisLeaseStore(redis, ha.key_prefix), reactor,
-                                    self.component.uuid, ha.lease_duration,
-                                    ha.renew_deadline, ha.retry_period)
-            self.journal = Journal(RedisJournalStore(redis, ha.key_prefix), self.scheduler,
-                                   self.lease, intervals, self.metrics, ha.retry_period)
+            lease_store, journal_store = _ha_stores(reactor, ha)
+            self.lease = RedisLease(lease_store, reactor, self.component.uuid,
+                                    ha.lease_duration, ha.renew_deadline, ha.retry_period)
+            self.journal = Journal(journal_store, self.scheduler, self.lease, intervals,
+                                   self.metrics, ha.retry_period)
             # _restore reaches the Harmonizer, built below, only once a lease is won.
             self.leadership = Handover(self.lease, self.journal, self._restore,
                                        self.scheduler, ha.retry_period)
@@ -217,11 +226,12 @@ class Manager(MultiService):
         if self._started is not None and not self._started.called:
             self._started.cancel()
         if self.journal is not None:
-            # What the leader decided reaches Redis before it lets go of the lease.
+            # What the leader decided reaches the store before it lets go of the lease.
             await self.journal.flush()
             if self.journal.pending:
                 self.log.warn("HA: stopping with {count} crash records and start intents "
-                              "not written to Redis", count=self.journal.pending)
+                              "not written to {address}", count=self.journal.pending,
+                              address=self.journal.address)
         if self.lease is not None:
             # First, so a standby takes over within about one retry period.
             await self.lease.stop()
