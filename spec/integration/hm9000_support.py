@@ -1,18 +1,13 @@
 """The HM9000 contract's servers wired as a health manager wires them, on the asyncio
 reactor and a real nats-server: ActualState feeding the heartbeat ledger, the NATS and HTTP
-app-state APIs, the HTTPS heartbeat listener; and certificates made by the test (trustme).
-
-trustme, not hand-written `cryptography` code: it makes a CA and the certificates it signs
-(server and client usage, IP SANs) in three calls, so the tests hold no certificate code of
-their own to get wrong.
+app-state APIs, the HTTPS heartbeat listener; and certificates made by the test
+(health_manager/testing/tls.py, with `cryptography`, which Twisted[tls] already installs).
 """
 
-import os
 from types import SimpleNamespace
 
 import orjson
 import treq
-import trustme
 from treq.client import HTTPClient
 from twisted.internet import defer, ssl
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -30,6 +25,7 @@ from health_manager.model.registry import DropletRegistry
 from health_manager.nudger import Nudger
 from health_manager.scheduler import Scheduler
 from health_manager.testing.desired import FakeDesiredState
+from health_manager.testing.tls import tls_files
 from spec.integration.support import wait_until
 from spec.unit.policy_rig import make_config
 
@@ -43,23 +39,22 @@ class Certificates:
     certificate from another CA."""
 
     def __init__(self, directory):
-        os.makedirs(directory, exist_ok=True)
-        self.ca = trustme.CA()
-        server = self.ca.issue_cert("127.0.0.1", "localhost")
-        self.cert_file = os.path.join(directory, "server.crt")
-        self.key_file = os.path.join(directory, "server.key")
-        self.ca_file = os.path.join(directory, "ca.crt")
-        for blob, path in ((server.cert_chain_pems[0], self.cert_file),
-                           (server.private_key_pem, self.key_file),
-                           (self.ca.cert_pem, self.ca_file)):
-            blob.write_to_path(path)
-        self.client = _private(self.ca.issue_cert("dea-1.example.com"))
-        self.foreign_client = _private(trustme.CA().issue_cert("dea-1.example.com"))
-        self.authority = ssl.Certificate.loadPEM(self.ca.cert_pem.bytes())
+        files = tls_files(directory)
+        self.cert_file = files["server_cert"]
+        self.key_file = files["server_key"]
+        self.ca_file = files["ca_file"]
+        self.client = _private(files["client_cert"], files["client_key"])
+        self.foreign_client = _private(files["stranger_cert"], files["stranger_key"])
+        self.authority = ssl.Certificate.loadPEM(_read(self.ca_file))
 
 
-def _private(leaf):
-    return ssl.PrivateCertificate.loadPEM(leaf.private_key_and_cert_chain_pem.bytes())
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _private(cert_file, key_file):
+    return ssl.PrivateCertificate.loadPEM(_read(cert_file) + _read(key_file))
 
 
 @implementer(IPolicyForHTTPS)

@@ -1,6 +1,7 @@
 """Integration: DEA heartbeats over HTTPS (HM9000.md §3.2) with real mutual TLS on loopback
-(certificates made by the test with trustme), relayed on a real nats-server to every
-health manager, the receiving one included, which ingest them through NATS alone."""
+(certificates made by the test: health_manager/testing/tls.py), relayed on a real
+nats-server to every health manager, the receiving one included, which ingest them
+through NATS alone."""
 
 import os
 import subprocess

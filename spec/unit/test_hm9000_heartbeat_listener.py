@@ -3,24 +3,21 @@ names its `hm9000.ssl` key) and its idea of a heartbeat body; no network."""
 
 import os
 
-import trustme
 from twisted.trial.unittest import SynchronousTestCase
 
 from health_manager.config import ConfigError
 from health_manager.contracts.hm9000.heartbeat_listener import is_heartbeat, server_tls_options
+from health_manager.testing.tls import tls_files
 
 
 class TlsFilesTests(SynchronousTestCase):
     def setUp(self):
         self.directory = self.mktemp()
-        os.makedirs(self.directory)
-        ca = trustme.CA()
-        server = ca.issue_cert("127.0.0.1")
-        self.cert = self.write("server.crt", server.cert_chain_pems[0].bytes())
-        self.key = self.write("server.key", server.private_key_pem.bytes())
-        self.ca = self.write("ca.crt", ca.cert_pem.bytes())
-        self.other_key = self.write(
-            "other.key", trustme.CA().issue_cert("x.example").private_key_pem.bytes())
+        files = tls_files(self.directory)
+        self.cert = files["server_cert"]
+        self.key = files["server_key"]
+        self.ca = files["ca_file"]
+        self.other_key = files["client_key"]
         self.garbage = self.write("garbage.pem", b"not a PEM file\n")
 
     def write(self, name, data):
