@@ -14,9 +14,10 @@ Redis commands per second meanwhile.
 (issue 11): Redis writes per crash, crash -> start p99 with persistence on against off,
 a burst of 10,000 crashes; see bench/durable.py.
 
-`python -m bench.ha failover [KILLS]`: `simulate --ha 3` with the leader SIGKILLed every
-few seconds; the failover times from its summary (SIGKILL -> another HM leads; SIGKILL ->
-the new leader's first health.start).
+`python -m bench.ha failover [KILLS] [ETCD_MEMBERS]`: `simulate --ha 3` with the leader
+SIGKILLed every few seconds; the failover times from its summary (SIGKILL -> another HM
+leads; SIGKILL -> the new leader's first health.start). With ETCD_MEMBERS, on an etcd
+cluster of that many members (`--ha-etcd`) instead of Redis.
 """
 
 import json
@@ -80,7 +81,7 @@ def cc(apps_list):
     return rows
 
 
-def failover(kills):
+def failover(kills, etcd_members=0):
     from health_manager.simulation.ha_run import CHAOS_FRACTION
 
     period = 8
@@ -89,7 +90,7 @@ def failover(kills):
     done = subprocess.run(
         [sys.executable, "-m", "health_manager.cli", "simulate", "--ha", "3",
          "--kill-leader-every", str(period), "--duration", str(duration), "--plain",
-         "--seed", "7",
+         "--seed", "7", "--ha-etcd", str(etcd_members),
          "--json-summary"],
         env=child_env(), capture_output=True, text=True, timeout=duration + 120)
     summary = json.loads(done.stdout.strip().splitlines()[-1])
@@ -134,7 +135,7 @@ if __name__ == "__main__":
     elif what == "leader":
         print(json.dumps(leader(int(args[0]) if args else 2), indent=1))
     elif what == "failover":
-        print(json.dumps(failover(int(args[0]) if args else 4), indent=1))
+        print(json.dumps(failover(*[int(a) for a in args] or [4]), indent=1))
     elif what == "durable":
         from bench import durable
         print(json.dumps(durable.run(*args), indent=1))

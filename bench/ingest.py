@@ -116,7 +116,7 @@ def split(instances):
 
     from bench.workload import Core, Fleet, bench_config
     from health_manager.interfaces import BusMessage
-    from health_manager.model.heartbeat import decode_heartbeats
+    from health_manager.model.heartbeat import decode_heartbeat_message
     from health_manager.testing.bus import InMemoryBus
 
     fleet = Fleet(instances)
@@ -137,7 +137,7 @@ def split(instances):
             times.append(time.process_time() - started)
         return min(times) / count * 1e6
 
-    decode = best(lambda: [decode_heartbeats(m.data) for m in messages])
+    decode = best(lambda: [decode_heartbeat_message(m.data) for m in messages])
     whole = best(lambda: [handler(m) for m in messages])
     return {"decode_us": decode, "handler_us": whole, "model_us": max(0.0, whole - decode)}
 

@@ -18,7 +18,7 @@ from health_manager.constants import (
     EXIT_STOPPED,
 )
 from health_manager.model.heartbeat import (
-    decode_heartbeats,
+    decode_heartbeat_message,
     is_index,
     is_number,
     parse_heartbeat_entry,
@@ -61,7 +61,11 @@ def require_index(body, key="index"):
 class ActualState:
     log = Logger()
 
-    def __init__(self, config, bus, registry, harmonizer, freshness, metrics, scheduler):
+    def __init__(self, config, bus, registry, harmonizer, freshness, metrics, scheduler,
+                 heartbeat_observer=None):
+        """`heartbeat_observer(dea, beats)`, when given, hears every applied heartbeat
+        message: the id of the DEA that sent it (None when the message names none) and its
+        entries (None for a skipped one). The HM9000 contract keeps its per-DEA ledger so."""
         self._intervals = config.intervals
         self._max_entries = config.max_heartbeat_entries
         self._bus = bus
@@ -70,6 +74,7 @@ class ActualState:
         self._freshness = freshness
         self._metrics = metrics
         self._scheduler = scheduler
+        self._heartbeat_observer = heartbeat_observer
 
     def subscribe(self):
         """Subscribe the three subjects and feed the bus connection state to freshness.
@@ -91,31 +96,38 @@ class ActualState:
     def on_heartbeat(self, message):
         metrics = self._metrics
         metrics.heartbeat_msgs_received += 1
-        beats = decode_heartbeats(message.data)
+        decoded = decode_heartbeat_message(message.data)
         try:
-            if beats is None:
-                beats = self._parse_heartbeat(message.data)
-            elif len(beats) > self._max_entries:
-                raise self._too_many(beats)
+            if decoded is None:
+                dea, beats = self._parse_heartbeat(message.data)
+            else:
+                dea, beats = decoded.dea, decoded.droplets
+                if len(beats) > self._max_entries:
+                    raise self._too_many(beats)
         except BadMessage as e:
             self._reject(HEARTBEAT, e)
             return
         try:
             self._apply_heartbeat(beats)
+            if self._heartbeat_observer is not None:
+                self._heartbeat_observer(dea, beats)
         except Exception:
             metrics.reject(HEARTBEAT)
             self.log.failure("failed to apply a {subject} message", subject=HEARTBEAT)
 
     def _parse_heartbeat(self, data):
-        """The reference path, for a message the fast decode did not take: a Heartbeat, or
-        None for an entry to skip, per entry; BadMessage when the message is unusable."""
+        """The reference path, for a message the fast decode did not take: the sender's DEA
+        id (None unless a string) and a Heartbeat, or None for an entry to skip, per entry;
+        BadMessage when the message is unusable."""
         body = decode_object(data)
         entries = body.get("droplets")
         if type(entries) is not list:
             raise BadMessage("field 'droplets' must be an array")
         if len(entries) > self._max_entries:
             raise self._too_many(entries)
-        return [parse_heartbeat_entry(entry) for entry in entries]
+        dea = body.get("dea")
+        return (dea if type(dea) is str else None,
+                [parse_heartbeat_entry(entry) for entry in entries])
 
     def _too_many(self, entries):
         return BadMessage(f"{len(entries)} entries, more than max_heartbeat_entries "

@@ -465,10 +465,16 @@ class HaConfig:
     key_prefix: str = "health_manager"
     sentinels: tuple[tuple[str, int], ...] = ()
     master_name: str | None = None
+    # With `etcd`, the lease and journal live in etcd (v2 keys API) instead of Redis.
+    etcd: tuple[str, ...] = ()
+    etcd_ca_file: str | None = None
+    etcd_cert_file: str | None = None
+    etcd_key_file: str | None = None
 
 
+_ETCD_TLS_KEYS = ("etcd_ca_file", "etcd_cert_file", "etcd_key_file")
 _HA_KEYS = ("redis", "lease_duration", "renew_deadline", "retry_period", "key_prefix",
-            "sentinels", "master_name")
+            "sentinels", "master_name", "etcd", *_ETCD_TLS_KEYS)
 
 
 def parse_ha(raw: dict[str, Any], warnings: list[str]) -> HaConfig | None:
@@ -498,12 +504,18 @@ def parse_ha(raw: dict[str, Any], warnings: list[str]) -> HaConfig | None:
     if not isinstance(prefix, str) or not prefix.strip():
         raise ConfigError("ha.key_prefix", f"must be a non-empty string, got {prefix!r}")
     prefix = prefix.strip()
+    if section.get("etcd") is not None:
+        return _etcd_ha(section, prefix, periods)
+    for key in _ETCD_TLS_KEYS:
+        if section.get(key) is not None:
+            raise ConfigError(f"ha.{key}", "is only used with ha.etcd, which is not set")
     if not sentinels:
         if section.get("master_name") is not None:
             raise ConfigError("ha.master_name", "is only used with ha.sentinels, which is "
                                                 "not set")
         if section.get("redis") is None:
-            raise ConfigError("ha.redis", "is required (or ha.sentinels with ha.master_name)")
+            raise ConfigError("ha.redis", "is required (or ha.sentinels with ha.master_name, "
+                                          "or ha.etcd)")
         uri = _required_str(section, "redis", "ha.redis")
         host, port, db, password, tls = _redis_uri(uri)
         return HaConfig(redis_host=host, redis_port=port, redis_db=db,
@@ -529,6 +541,124 @@ def parse_ha(raw: dict[str, Any], warnings: list[str]) -> HaConfig | None:
                     lease_duration=periods["lease_duration"],
                     renew_deadline=periods["renew_deadline"],
                     retry_period=periods["retry_period"])
+
+
+def _etcd_ha(section: Mapping[str, Any], prefix: str,
+             periods: dict[str, float]) -> HaConfig:
+    """The `ha` section with `ha.etcd`: the members' URLs and their TLS files."""
+    others = [f"ha.{key}" for key in ("redis", "sentinels", "master_name")
+              if section.get(key) is not None]
+    if others:
+        raise ConfigError("ha.etcd", "takes exactly one of ha.redis, ha.sentinels or ha.etcd "
+                                     f"(ha.redis may accompany ha.sentinels), got ha.etcd and "
+                                     f"{' and '.join(others)}")
+    if not prefix.strip("/"):
+        raise ConfigError("ha.key_prefix", f"must name an etcd directory, got {prefix!r}")
+    members = _etcd_members(section.get("etcd"))
+    files = {key: _tls_file(section, key) for key in _ETCD_TLS_KEYS}
+    for key, pair in (("etcd_cert_file", "etcd_key_file"), ("etcd_key_file", "etcd_cert_file")):
+        if files[key] is None and files[pair] is not None:
+            raise ConfigError(f"ha.{key}", f"is required with ha.{pair} (a client "
+                                           "certificate and its key go together)")
+    _check_etcd_tls(files)
+    if not any(m.startswith("https://") for m in members):
+        for key, path in files.items():
+            if path is not None:
+                raise ConfigError(f"ha.{key}", "is only used with https:// members in ha.etcd")
+    return HaConfig(redis_host=None, redis_port=None, redis_db=0, redis_password=None,
+                    redis_tls=False, redis_uri=None, etcd=members, key_prefix=prefix,
+                    lease_duration=periods["lease_duration"],
+                    renew_deadline=periods["renew_deadline"],
+                    retry_period=periods["retry_period"],
+                    etcd_ca_file=files["etcd_ca_file"], etcd_cert_file=files["etcd_cert_file"],
+                    etcd_key_file=files["etcd_key_file"])
+
+
+def _etcd_members(value: object) -> tuple[str, ...]:
+    """`ha.etcd` as ("scheme://host:port", ...): every member of one etcd cluster."""
+    usage = "must be a non-empty list of http(s)://host:port URLs (the etcd members)"
+    if not isinstance(value, list) or not value:
+        raise ConfigError("ha.etcd", f"{usage}, got {value!r}")
+    members: list[str] = []
+    for entry in value:
+        if not isinstance(entry, str):
+            raise ConfigError("ha.etcd", f"{usage}, got the entry {entry!r}")
+        parts = urlsplit(entry.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("ha.etcd", f"{usage}, got the entry {entry!r}")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError("ha.etcd", f"has an invalid port in {entry!r}") from None
+        if port is None:
+            raise ConfigError("ha.etcd", f"needs the client port in {entry!r} (cf-release's "
+                                         "etcd listens on 4001)")
+        if "@" in parts.netloc:
+            raise ConfigError("ha.etcd", f"takes no user or password in {entry!r} (use "
+                                         "client certificates)")
+        if parts.path.strip("/") or parts.query or parts.fragment:
+            raise ConfigError("ha.etcd", f"takes no path, query or fragment: {entry!r}")
+        member = f"{parts.scheme}://{parts.netloc}"
+        if member in members:
+            raise ConfigError("ha.etcd", f"lists {entry!r} twice")
+        members.append(member)
+    if len({m.split(":", 1)[0] for m in members}) > 1:
+        raise ConfigError("ha.etcd", f"mixes http:// and https:// members: {members!r}")
+    return tuple(members)
+
+
+def _tls_file(section: Mapping[str, Any], key: str) -> str | None:
+    """The path of a readable file named by `ha.{key}`, or None."""
+    path = section.get(key)
+    if path is None:
+        return None
+    name = f"ha.{key}"
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigError(name, f"must be the path of a PEM file, got {path!r}")
+    path = path.strip()
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise ConfigError(name, f"cannot be read: {e.strerror or e} ({path})") from None
+    return path
+
+
+def _check_etcd_tls(files: dict[str, str | None]) -> None:
+    """Each TLS file holds what its key says (PEM certificates, an unencrypted private key
+    matching the certificate): the HM would otherwise fail at its first etcd call."""
+    # cryptography comes with Twisted[tls] (pyOpenSSL); only an etcd config needs it.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    def read(key: str) -> bytes:
+        with open(str(files[key]), "rb") as f:
+            return f.read()
+
+    def public(key: Any) -> bytes:
+        return bytes(key.public_bytes(serialization.Encoding.PEM,
+                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+
+    if files["etcd_ca_file"] is not None:
+        try:
+            x509.load_pem_x509_certificates(read("etcd_ca_file"))
+        except ValueError:
+            raise ConfigError("ha.etcd_ca_file", "holds no PEM certificate: "
+                              f"{files['etcd_ca_file']}") from None
+    if files["etcd_cert_file"] is None:
+        return
+    try:
+        certificate = x509.load_pem_x509_certificate(read("etcd_cert_file"))
+    except ValueError:
+        raise ConfigError("ha.etcd_cert_file", "holds no PEM certificate: "
+                          f"{files['etcd_cert_file']}") from None
+    try:
+        private = serialization.load_pem_private_key(read("etcd_key_file"), password=None)
+    except (ValueError, TypeError):
+        raise ConfigError("ha.etcd_key_file", "holds no unencrypted PEM private key: "
+                          f"{files['etcd_key_file']}") from None
+    if public(private.public_key()) != public(certificate.public_key()):
+        raise ConfigError("ha.etcd_key_file", "is not the key of ha.etcd_cert_file")
 
 
 def _sentinels(section: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:

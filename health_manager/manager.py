@@ -19,11 +19,13 @@ from health_manager.component import Component
 from health_manager.config import redact_servers
 from health_manager.contracts.hm2.reporter import Reporter
 from health_manager.contracts.hm9000.gauges import Hm9000Gauges
+from health_manager.contracts.hm9000.servers import Hm9000Servers
 from health_manager.contracts.selection import contract_for
 from health_manager.desired_state import DesiredState
 from health_manager.freshness import ActualFreshness
 from health_manager.gc_policy import GcPolicy
 from health_manager.ha.connection import RedisConnection
+from health_manager.ha.etcd import EtcdClient, EtcdJournalStore, EtcdLeaseStore
 from health_manager.ha.handover import Handover
 from health_manager.ha.journal import Journal
 from health_manager.ha.lease import RedisLease
@@ -39,6 +41,15 @@ from health_manager.web.state_view import StateView
 from health_manager.web.status_server import LogCounts, StatusServer
 
 STOP_TIMEOUT = 4.0
+
+
+def _ha_stores(reactor, ha):
+    """(lease store, journal store) on one etcd client or one Redis connection."""
+    if ha.etcd:
+        client = EtcdClient(reactor, ha)
+        return EtcdLeaseStore(client, ha.key_prefix), EtcdJournalStore(client, ha.key_prefix)
+    redis = RedisConnection(reactor, ha)
+    return RedisLeaseStore(redis, ha.key_prefix), RedisJournalStore(redis, ha.key_prefix)
 
 
 class Manager(MultiService):
@@ -76,12 +87,11 @@ class Manager(MultiService):
         self.leadership: ILeadership
         if config.ha is not None:
             ha = config.ha
-            redis = RedisConnection(reactor, ha)
-            self.lease = RedisLease(RedisLeaseStore(redis, ha.key_prefix), reactor,
-                                    self.component.uuid, ha.lease_duration,
-                                    ha.renew_deadline, ha.retry_period)
-            self.journal = Journal(RedisJournalStore(redis, ha.key_prefix), self.scheduler,
-                                   self.lease, intervals, self.metrics, ha.retry_period)
+            lease_store, journal_store = _ha_stores(reactor, ha)
+            self.lease = RedisLease(lease_store, reactor, self.component.uuid,
+                                    ha.lease_duration, ha.renew_deadline, ha.retry_period)
+            self.journal = Journal(journal_store, self.scheduler, self.lease, intervals,
+                                   self.metrics, ha.retry_period)
             # _restore reaches the Harmonizer, built below, only once a lease is won.
             self.leadership = Handover(self.lease, self.journal, self._restore,
                                        self.scheduler, ha.retry_period)
@@ -106,9 +116,18 @@ class Manager(MultiService):
         self.harmonizer = Harmonizer(
             config, self.scheduler, self.registry, self.nudger, self.desired_state,
             self.freshness, self.metrics, durable=self.journal, policy=self.contract.policy)
+        # HM9000's side (cc_protocol: hm9000): the per-DEA heartbeat ledger ActualState
+        # feeds, the app-state API (NATS and POST /bulk_app_state), the HTTPS listener.
+        self.hm9000_servers = None
+        if config.hm9000 is not None:
+            self.hm9000_servers = Hm9000Servers(
+                config.hm9000, reactor, self.clock, self.bus, self.registry, self.freshness,
+                self.metrics, intervals.droplet_lost, intervals.flapping_timeout)
         self.actual_state = ActualState(
             config, self.bus, self.registry, self.harmonizer, self.freshness, self.metrics,
-            self.scheduler)
+            self.scheduler,
+            heartbeat_observer=(None if self.hm9000_servers is None
+                                else self.hm9000_servers.ledger.on_heartbeat))
         # The CC's questions, as the contract spoken asks them: HM 2.0's healthmanager.*
         # requests, or HM9000's app-state API and its gauges.
         self.reporter = None
@@ -129,6 +148,9 @@ class Manager(MultiService):
             config, self.metrics, self.component, self.state_view, reactor, reactor,
             log_counts=self.log_counts)
         self.status_server.setServiceParent(self)
+        if self.hm9000_servers is not None:
+            for service in self.hm9000_servers.services:
+                service.setServiceParent(self)
         self.black_box = (BlackBoxDriver(self.bus, self.clock, self.scheduler, reactor,
                                          self.metrics)
                           if config.black_box_test_mode else None)
@@ -164,6 +186,8 @@ class Manager(MultiService):
         ]
         if self.reporter is not None:
             subscriptions.append(self.reporter.subscribe())
+        if self.hm9000_servers is not None:
+            subscriptions.append(self.hm9000_servers.subscribe())
         if self.black_box is not None:
             subscriptions.append(self.black_box.subscribe())
         await defer.gatherResults(subscriptions, consumeErrors=True)
@@ -202,11 +226,12 @@ class Manager(MultiService):
         if self._started is not None and not self._started.called:
             self._started.cancel()
         if self.journal is not None:
-            # What the leader decided reaches Redis before it lets go of the lease.
+            # What the leader decided reaches the store before it lets go of the lease.
             await self.journal.flush()
             if self.journal.pending:
                 self.log.warn("HA: stopping with {count} crash records and start intents "
-                              "not written to Redis", count=self.journal.pending)
+                              "not written to {address}", count=self.journal.pending,
+                              address=self.journal.address)
         if self.lease is not None:
             # First, so a standby takes over within about one retry period.
             await self.lease.stop()

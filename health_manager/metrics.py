@@ -147,6 +147,72 @@ class RealtimeTotals:
     started_flapping: int = 0
 
 
+@attrs.define(slots=True)
+class Hm9000Counters:
+    """The HM9000 contract's own counters (health_manager/contracts/hm9000): its app-state
+    API, by api (`app.state`, `app.state.bulk`, `bulk_app_state`), and its HTTPS heartbeat
+    listener. They exist only with `cc_protocol: hm9000` (Metrics.enable_hm9000)."""
+
+    app_state_requests: dict[str, int] = attrs.Factory(dict)
+    app_state_bad_requests: dict[str, int] = attrs.Factory(dict)
+    app_state_auth_failures: int = 0
+    https_heartbeats_received: int = 0
+    https_heartbeats_relayed: int = 0
+    # by reason: bad_body (400), too_large (413), nats_disconnected (503)
+    https_heartbeats_rejected: dict[str, int] = attrs.Factory(dict)
+    # connections to the listener whose TLS failed (no client certificate, another CA's)
+    https_tls_failures: int = 0
+    # dea.heartbeat messages naming no DEA: their instances cannot be listed per DEA.
+    heartbeats_without_dea: int = 0
+
+    def count_request(self, api: str) -> None:
+        self.app_state_requests[api] = self.app_state_requests.get(api, 0) + 1
+
+    def count_bad_request(self, api: str) -> None:
+        self.app_state_bad_requests[api] = self.app_state_bad_requests.get(api, 0) + 1
+
+    def count_https_rejected(self, reason: str) -> None:
+        rejected = self.https_heartbeats_rejected
+        rejected[reason] = rejected.get(reason, 0) + 1
+
+    def varz(self) -> dict[str, object]:
+        return {
+            "app_state_requests": dict(self.app_state_requests),
+            "app_state_bad_requests": dict(self.app_state_bad_requests),
+            "app_state_auth_failures": self.app_state_auth_failures,
+            "https_heartbeats_received": self.https_heartbeats_received,
+            "https_heartbeats_relayed": self.https_heartbeats_relayed,
+            "https_heartbeats_rejected": dict(self.https_heartbeats_rejected),
+            "https_tls_failures": self.https_tls_failures,
+            "heartbeats_without_dea": self.heartbeats_without_dea,
+        }
+
+    def families(self) -> list[tuple[str, str, str, list[tuple[dict[str, str], int]]]]:
+        return [
+            ("app_state_requests_total", "counter",
+             "HM9000 app-state API requests answered, by api.",
+             [({"api": a}, n) for a, n in sorted(self.app_state_requests.items())]),
+            ("app_state_bad_requests_total", "counter",
+             "HM9000 app-state API requests that did not parse (answered {}), by api.",
+             [({"api": a}, n) for a, n in sorted(self.app_state_bad_requests.items())]),
+            ("app_state_auth_failures_total", "counter",
+             "POST /bulk_app_state requests refused for want of valid credentials.",
+             [({}, self.app_state_auth_failures)]),
+            ("https_heartbeats_total", "counter",
+             "DEA heartbeats received over HTTPS, by result (relayed on NATS, bad_body, "
+             "too_large, nats_disconnected).",
+             [({"result": "relayed"}, self.https_heartbeats_relayed)]
+             + [({"result": r}, n) for r, n in sorted(self.https_heartbeats_rejected.items())]),
+            ("https_tls_failures_total", "counter",
+             "Connections to the HTTPS heartbeat listener whose TLS failed (no client "
+             "certificate, or one ssl.ca_file did not sign).",
+             [({}, self.https_tls_failures)]),
+            ("heartbeats_without_dea_total", "counter",
+             "dea.heartbeat messages naming no DEA (not listed by the app-state API).",
+             [({}, self.heartbeats_without_dea)]),
+        ]
+
+
 class Metrics:
     """Counters incremented by the components that see the events."""
 
@@ -222,6 +288,13 @@ class Metrics:
         self._slice_max = 0.0
         self._pass_completed = False
         self._desired_published = False
+        self.hm9000: Hm9000Counters | None = None
+
+    def enable_hm9000(self) -> Hm9000Counters:
+        """The HM9000 contract's counters, shown in /varz and /metrics from now on."""
+        if self.hm9000 is None:
+            self.hm9000 = Hm9000Counters()
+        return self.hm9000
 
     def set_queue_length_source(self, source):
         self._queue_length = source
@@ -339,6 +412,8 @@ class Metrics:
                 "flapping_instances": realtime.started_flapping,
             },
         )
+        if self.hm9000 is not None:
+            varz.update(self.hm9000.varz())
         for gauge in self._contract_gauges():
             varz[gauge.varz_name] = -1 if gauge.value is None else gauge.value
         return varz
@@ -457,6 +532,8 @@ class Metrics:
              "Starts not sent because another leader's recorded start may still come up.",
              [({}, self.ha_starts_skipped_for_intent)]),
         ]
+        if self.hm9000 is not None:
+            families.extend(self.hm9000.families())
         families.extend(
             (gauge.metric_name, "gauge", gauge.help,
              [({}, NAN if gauge.value is None else gauge.value)])

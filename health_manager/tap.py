@@ -133,7 +133,13 @@ def makeService(options):
     from health_manager.manager import Manager
 
     bridge_stdlib_logging()
-    manager = Manager(options.config, options.reactor)
+    try:
+        manager = Manager(options.config, options.reactor)
+    except ConfigError as e:
+        # A value only the component using it can judge (a TLS file's content): one line
+        # naming the key and exit 1, as for the config file's own errors.
+        sys.stderr.write(f"health_manager: {e}\n")
+        raise SystemExit(1) from None
     observer = make_observer(options.config.logging, also=[manager.log_counts])
     return HealthManagerService(manager, observer, options.warnings,
                                 pidfile=getattr(options, "pidfile", None))

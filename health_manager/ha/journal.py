@@ -1,4 +1,5 @@
-"""The Journal: the IDurableState of an HA health manager, kept in Redis by the leader.
+"""The Journal: the IDurableState of an HA health manager, kept in Redis (redis.py) or etcd
+(etcd.py, whose fence differs: see there) by the leader.
 
 What is stored (issue 11), each under `key_prefix` with a TTL, so Redis never keeps what
 the HM itself would have forgotten:
@@ -153,6 +154,11 @@ class Journal:
         self._next_write_back = None
 
     @property
+    def address(self):
+        """Where the journal is kept, for logs."""
+        return self._store.address
+
+    @property
     def intents(self):
         """How many start intents of earlier leaders are held."""
         return len(self._intents)
@@ -188,7 +194,7 @@ class Journal:
             return
         if not self._store.connected:
             self._metrics.ha_record_write_failures += len(self._dirty)
-            self._write_failed(f"Redis {self._store.address} not connected")
+            self._write_failed(f"{self._store.address} not connected")
             return
         by_epoch: dict[int, list[tuple[str, str, bytes, int]]] = {}
         for (kind, key), (epoch, value, ttl_ms) in self._dirty.items():
@@ -211,11 +217,13 @@ class Journal:
             self._metrics.ha_records_written += len(batch)
             if self._failing:
                 self._failing = False
-                self.log.info("HA: crash records and start intents written to Redis again")
+                self.log.info("HA: crash records and start intents written to {address} again",
+                              address=self._store.address)
             return
         self._metrics.ha_fenced_writes_refused += len(batch)
-        self.log.warn("HA: Redis refused {count} writes of epoch {epoch}: another leader "
-                      "holds the lease (this HM was deposed)", count=len(batch), epoch=epoch)
+        self.log.warn("HA: {address} refused {count} writes of epoch {epoch}: another leader "
+                      "holds the lease (this HM was deposed)", address=self._store.address,
+                      count=len(batch), epoch=epoch)
 
     def _not_written(self, failure, epoch, batch):
         failure.trap(LeaseUnavailable)
@@ -244,6 +252,6 @@ class Journal:
                 parsed.append(parse(value))
             except ValueError as e:
                 self._metrics.ha_unreadable_records += 1
-                self.log.warn("HA: unreadable {kind} entry in Redis skipped: {error}",
-                              kind=kind, error=e)
+                self.log.warn("HA: unreadable {kind} entry in {address} skipped: {error}",
+                              kind=kind, address=self._store.address, error=e)
         return parsed

@@ -1,6 +1,6 @@
 """One validated `dea.heartbeat` entry, and the validation that turns raw JSON into it.
 
-Two ways in, one result. `decode_heartbeats` is the fast path of ingest: a typed msgspec
+Two ways in, one result. `decode_heartbeat_message` is the fast path of ingest: a typed msgspec
 decode of a whole message, which answers only for a plainly well-formed message (every
 entry valid, no field it does not know). For anything else it answers None and the caller
 takes the reference path, orjson plus `parse_heartbeat_entry`, which decides what is
@@ -24,7 +24,7 @@ _INDEX = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 class Heartbeat(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     """What one DEA says about one instance: built by `parse_heartbeat_entry`, or decoded
-    (and then type-checked) by `decode_heartbeats`. Holds no references to other objects,
+    (and then type-checked) by `decode_heartbeat_message`. Holds no references to other objects,
     so the cycle collector need not track it (gc=False)."""
 
     droplet: str
@@ -36,26 +36,28 @@ class Heartbeat(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     cc_partition: Optional[str] = None  # on the wire, ignored (§1.2)
 
 
-class _HeartbeatMessage(msgspec.Struct, gc=False, forbid_unknown_fields=True):
+class HeartbeatMessage(msgspec.Struct, gc=False, forbid_unknown_fields=True):
+    """A whole `dea.heartbeat`: its entries and the id of the DEA that sent it."""
+
     droplets: list[Heartbeat]
     dea: Optional[str] = None
     prod: Optional[bool] = None
 
 
-_MESSAGE = msgspec.json.Decoder(_HeartbeatMessage)
+_MESSAGE = msgspec.json.Decoder(HeartbeatMessage)
 
 
-def decode_heartbeats(data: bytes) -> list[Heartbeat] | None:
-    """The entries of a `dea.heartbeat` payload when the message and all its entries are
-    valid and carry only known fields; otherwise None (take the reference path)."""
+def decode_heartbeat_message(data: bytes) -> HeartbeatMessage | None:
+    """A `dea.heartbeat` payload when the message and all its entries are valid and carry
+    only known fields; otherwise None (take the reference path)."""
     try:
-        beats = _MESSAGE.decode(data).droplets
+        message = _MESSAGE.decode(data)
     except (ValueError, RecursionError):  # msgspec.DecodeError is a ValueError
         return None
-    for beat in beats:
+    for beat in message.droplets:
         if beat.state_timestamp is None and beat.state in _TIMESTAMPED:
             return None
-    return beats
+    return message
 
 
 def is_index(value: object) -> bool:

@@ -1,4 +1,5 @@
-"""`health_manager simulate --ha N`: N health-manager processes on one embedded Redis.
+"""`health_manager simulate --ha N`: N health-manager processes on one embedded Redis
+(or, with `--ha-etcd M`, an etcd cluster of M members).
 
 The simulated foundation (fake CC, DEAs, embedded nats-server) runs in this process, as in
 `simulate`; the health managers are `twistd -n health_manager` children sharing an embedded
@@ -28,6 +29,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from health_manager.bus import NatsBus
+from health_manager.simulation.etcd_server import EtcdCluster
 from health_manager.simulation.foundation import Foundation, Scenario, demo_config
 from health_manager.simulation.nats_server import NatsServer
 from health_manager.simulation.redis_server import RedisServer
@@ -49,6 +51,9 @@ def add_arguments(parser):
                         help="with --ha: SIGKILL the leader this often during the faults")
     parser.add_argument("--json-summary", action="store_true",
                         help="with --ha: end with the summary as one JSON line")
+    parser.add_argument("--ha-etcd", type=int, default=0, metavar="MEMBERS",
+                        help="with --ha: keep the lease in an embedded etcd cluster of this "
+                             "many members (ha.etcd) instead of Redis")
 
 
 def check_arguments(parser, args):
@@ -58,6 +63,8 @@ def check_arguments(parser, args):
         parser.error("--kill-leader-every must not be negative")
     if args.kill_leader_every and not args.ha:
         parser.error("--kill-leader-every needs --ha")
+    if args.ha_etcd < 0 or (args.ha_etcd and not args.ha):
+        parser.error("--ha-etcd needs --ha and a positive number of members")
 
 
 @attrs.define
@@ -131,8 +138,13 @@ class HaSimulationRun:
             flapping=args.flapping, missing=args.missing, deas=args.deas,
             crash_period=args.crash_period)
         self.nats = NatsServer(die_with_parent=True)
-        self.redis = RedisServer(die_with_parent=True)
         self.workdir = tempfile.mkdtemp(prefix="hm-simulate-ha-")
+        self.redis = self.etcd = None
+        if args.ha_etcd:
+            self.etcd = EtcdCluster(os.path.join(self.workdir, "etcd"), args.ha_etcd,
+                                    die_with_parent=True)
+        else:
+            self.redis = RedisServer(die_with_parent=True)
         self.hms = []
         self.failovers = []
         self.starts = []  # (monotonic, droplet, index, flapping)
@@ -157,7 +169,7 @@ class HaSimulationRun:
 
     async def _begin(self):
         self.nats.start()
-        self.redis.start()
+        (self.etcd or self.redis).start()
         self.bus = NatsBus(self._reactor, self.nats.url, name="simulation")
         self.bus.start()
         while not self.bus.connected:
@@ -169,15 +181,16 @@ class HaSimulationRun:
         await self.bus.subscribe("droplet.exited", self._on_exit)
         await self.bus.flush()
         config = demo_config(self.nats.url, self.foundation.cc.url)
-        config["ha"] = {"redis": self.redis.url, "lease_duration": LEASE,
-                        "renew_deadline": DEADLINE, "retry_period": RETRY,
-                        "key_prefix": "simulate"}
+        store = {"etcd": self.etcd.urls} if self.etcd else {"redis": self.redis.url}
+        config["ha"] = {**store, "lease_duration": LEASE, "renew_deadline": DEADLINE,
+                        "retry_period": RETRY, "key_prefix": "simulate"}
         self._hm_config = config
         for _ in range(self._args.ha):
             self._spawn()
         self.foundation.populate()
         self._began = time.monotonic()
-        self._redis_commands_at_begin = self.redis.commands_processed()
+        if self.redis is not None:
+            self._redis_commands_at_begin = self.redis.commands_processed()
         self.phase = "chaos"
         chaos_end = self._args.duration * CHAOS_FRACTION
         self._timers.every(self._args.fault_interval, self._inject_fault, now=False)
@@ -354,16 +367,19 @@ class HaSimulationRun:
         snapshot = self.foundation.snapshot()
         took = [f.took_over for f in self.failovers if f.took_over is not None]
         elapsed = time.monotonic() - self._began
-        try:
-            redis_rate = (self.redis.commands_processed()
-                          - self._redis_commands_at_begin) / elapsed
-        except OSError:
-            redis_rate = None
+        redis_rate = None
+        if self.redis is not None:
+            try:
+                redis_rate = (self.redis.commands_processed()
+                              - self._redis_commands_at_begin) / elapsed
+            except OSError:
+                pass
         first = [f.first_start for f in self.failovers if f.first_start is not None]
         return {
             "healed": snapshot.healthy and self.duplicate_starts() == 0,
             "running": snapshot.running, "desired": snapshot.desired,
             "health_managers": self._args.ha,
+            "store": f"etcd x{self._args.ha_etcd}" if self.etcd else "redis",
             "lease_duration": LEASE, "renew_deadline": DEADLINE, "retry_period": RETRY,
             "droplet_lost": self._hm_config["intervals"]["droplet_lost"],
             "failovers": [attrs.asdict(f) for f in self.failovers],
@@ -429,7 +445,7 @@ class HaSimulationRun:
     def stop_servers(self):
         for hm in self.hms:
             hm.kill()
-        self.redis.stop()
+        (self.etcd or self.redis).stop()
         self.nats.stop()
 
 

@@ -67,14 +67,25 @@ class ServerProcess:
 
     def start(self, timeout=10.0):
         """Start on `self.port` (also after stop or kill: a restart on the same port)."""
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self):
+        """Start the process without waiting for it to answer (members of one cluster
+        answer only once enough of them run)."""
         self._process = subprocess.Popen(
             self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=kill_with_parent if self._die_with_parent else None)
+
+    def wait_ready(self, timeout=10.0):
+        """Wait until the launched process answers; kill it if it does not in time."""
+        process = self._process
+        assert process is not None, "wait_ready() before launch()"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self._process.returncode}")
+            if process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {process.returncode}")
             if self.ready():
                 return self
             time.sleep(0.02)

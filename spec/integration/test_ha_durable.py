@@ -4,6 +4,7 @@ nats-server, one redis-server, the fake CC and DEAs.
 A given-up instance stays given up after every HM restarts; a pending flapping restart
 fires at its original due time on the next leader, once; Redis losing its data (FLUSHALL)
 is written back; a slow Redis (each command 500 ms late) slows nothing else.
+test_ha_etcd_process runs DurableStateTests on etcd.
 """
 
 import time
@@ -46,14 +47,17 @@ class DurableCluster(HaCluster):
 
 
 class DurableStateTests(TestCase):
+    """What every store keeps (Redis here, etcd in test_ha_etcd_process)."""
+
     timeout = 120
+    cluster_class = DurableCluster
 
     async def test_given_up_stays_given_up_after_every_hm_restarts(self):
         """Two HMs. Crash an index until it is given up; SIGKILL both and start two new
         ones (no memory); crash it again: no start (without the record, the index would
         be started as missing within droplet_lost)."""
-        cluster = await DurableCluster(self, count=2,
-                                       intervals={"giveup_crash_number": 3}).start()
+        cluster = await self.cluster_class(self, count=2,
+                                           intervals={"giveup_crash_number": 3}).start()
         leader = await cluster.one_leader()
         for _ in range(4):
             await cluster.crash_when_live(1)
@@ -80,7 +84,7 @@ class DurableStateTests(TestCase):
         """Crash an index to its third crash: the leader schedules a restart in about 8 s
         (noise ±1 s); SIGKILL it. The new leader sends that restart at the recorded due
         time ±1 s, flapping, exactly once."""
-        cluster = await DurableCluster(self, count=2, intervals={
+        cluster = await self.cluster_class(self, count=2, intervals={
             "min_restart_delay": 4, "max_restart_delay": 16, "delay_time_noise": 1}).start()
         leader = await cluster.one_leader()
         for _ in range(3):
@@ -92,7 +96,8 @@ class DurableStateTests(TestCase):
         killed_at = time.monotonic()
         leader.process.kill()
         others = [hm for hm in cluster.hms if hm is not leader]
-        await cluster.one_leader(timeout=LEASE + RETRY + 2, among=others)
+        await cluster.one_leader(timeout=LEASE + RETRY + cluster.expiry_granularity + 2,
+                                 among=others)
         await wait_until(lambda: cluster.starts_of(1, killed_at), timeout=20,
                          what="the restart from the new leader")
         arrived = next(at for at, subject, payload in cluster.foundation.recorder.messages
@@ -105,6 +110,12 @@ class DurableStateTests(TestCase):
         print(f"\nrestart due {due - time.time() + (time.monotonic() - killed_at):.2f} s "
               f"after the SIGKILL, sent {sent_wall - due:+.2f} s from due by the new leader")
         cluster.check_clean()
+
+
+class RedisDurableStateTests(TestCase):
+    """What only Redis shows: its data lost (FLUSHALL), its commands slowed."""
+
+    timeout = 120
 
     async def test_flushall_is_written_back(self):
         """FLUSHALL: no HM crashes; the lease is won again with a higher epoch and the

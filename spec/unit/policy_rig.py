@@ -36,9 +36,11 @@ class PolicyRig:
     """Everything the policy needs, wired as the Manager does, with helpers to drive it."""
 
     def __init__(self, intervals=None, noise=lambda low, high: 0.0, leadership=None,
-                 durable=None, clock=None, ha_store=None, contract=None, **top):
+                 durable=None, clock=None, ha_store=None, contract=None,
+                 heartbeat_observer=None, **top):
         """`ha_store` (an InMemoryJournalStore): an HA HM, its journal in that store, its
-        lease a FakeLease (`self.lease`) switched by the test."""
+        lease a FakeLease (`self.lease`) switched by the test. `heartbeat_observer`: the
+        ActualState's (a contract's ledger)."""
         self.config = make_config(intervals, **top)
         self.intervals = self.config.intervals
         if clock is None:
@@ -74,7 +76,8 @@ class PolicyRig:
                                      noise=recording_noise, durable=durable,
                                      policy=self.contract.policy)
         self.actual = ActualState(self.config, self.bus, self.registry, self.harmonizer,
-                                  self.freshness, self.metrics, self.scheduler)
+                                  self.freshness, self.metrics, self.scheduler,
+                                  heartbeat_observer=heartbeat_observer)
         self.reporter = Reporter(self.bus, self.registry, self.scheduler, self.metrics,
                                  self.config)
         self.actual.subscribe()

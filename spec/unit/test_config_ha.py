@@ -4,6 +4,7 @@ mode ignoring it."""
 from twisted.trial.unittest import SynchronousTestCase
 
 from health_manager.config import ConfigError, build_config, redacted
+from health_manager.testing.tls import tls_files
 
 MINIMAL = {"mbus": "nats://127.0.0.1:4222/", "bulk_api": {"host": "api.vcap.me"}}
 
@@ -188,3 +189,90 @@ class SentinelConfigTests(SynchronousTestCase):
                            "redis": "redis://:pw@127.0.0.1"})
         self.assertEqual(redacted(config.raw)["ha"],
                          {"sentinels": SENTINELS[:1], "master_name": "hm"})
+
+
+MEMBERS = ["https://10.0.16.20:4001", "https://10.0.16.21:4001"]
+
+
+class EtcdConfigTests(SynchronousTestCase):
+    def setUp(self):
+        self.tls = tls_files(self.mktemp())
+
+    def test_members_and_tls_files(self):
+        """ha.etcd lists the members; the three TLS files are kept; no Redis is set."""
+        files = {"etcd_ca_file": self.tls["ca_file"],
+                 "etcd_cert_file": self.tls["client_cert"],
+                 "etcd_key_file": self.tls["client_key"]}
+        config, warnings = build({"etcd": [" https://10.0.16.20:4001/ ", MEMBERS[1]],
+                                  "retry_period": 1, **files})
+        ha = config.ha
+        self.assertEqual(ha.etcd, tuple(MEMBERS))
+        self.assertEqual((ha.etcd_ca_file, ha.etcd_cert_file, ha.etcd_key_file),
+                         (files["etcd_ca_file"], files["etcd_cert_file"],
+                          files["etcd_key_file"]))
+        self.assertEqual((ha.redis_host, ha.redis_uri, ha.sentinels), (None, None, ()))
+        self.assertEqual(warnings, [])
+
+    def test_exactly_one_store(self):
+        """ha.etcd beside ha.redis or ha.sentinels fails on ha.etcd naming the keys."""
+        for other in ({"redis": "redis://127.0.0.1"},
+                      {"sentinels": SENTINELS, "master_name": "hm"}):
+            with self.assertRaises(ConfigError, msg=repr(other)) as caught:
+                build({"etcd": MEMBERS, **other})
+            self.assertEqual(caught.exception.key, "ha.etcd")
+            for key in ("ha.redis", "ha.sentinels", "ha.etcd"):
+                self.assertIn(key, str(caught.exception))
+
+    def test_key_prefix_names_a_directory(self):
+        """With etcd the prefix is a directory: "/" alone fails on ha.key_prefix."""
+        with self.assertRaises(ConfigError) as caught:
+            build({"etcd": MEMBERS, "key_prefix": "//"})
+        self.assertEqual(caught.exception.key, "ha.key_prefix")
+        config, _ = build({"etcd": MEMBERS, "key_prefix": "cf/hm"})
+        self.assertEqual(config.ha.key_prefix, "cf/hm")
+
+    def test_none_of_them(self):
+        """Without any store the error names all three."""
+        with self.assertRaises(ConfigError) as caught:
+            build({"lease_duration": 15})
+        for key in ("ha.redis", "ha.sentinels", "ha.etcd"):
+            self.assertIn(key, str(caught.exception))
+
+    def test_bad_members(self):
+        """Not a non-empty list of http(s)://host:port URLs, no port, a user, a path, a
+        duplicate or mixed schemes: each fails on ha.etcd."""
+        for members in ([], "http://127.0.0.1:4001", [4001], ["127.0.0.1:4001"],
+                        ["etcd://127.0.0.1:4001"], ["http://127.0.0.1"], ["http://h:x"],
+                        ["http://u:p@h:4001"], ["http://h:4001/v2/keys"], ["http://h:4001?a=1"],
+                        ["http://h:4001", "http://h:4001/"], ["http://a:4001", "https://b:4001"],
+                        [None]):
+            with self.assertRaises(ConfigError, msg=repr(members)) as caught:
+                build({"etcd": members})
+            self.assertEqual(caught.exception.key, "ha.etcd")
+
+    def test_tls_files_checked(self):
+        """A missing file, one without what its key says (certificates, an unencrypted
+        key), a key of another certificate, a certificate without its key (or the
+        reverse), TLS files with http:// members or without ha.etcd: each fails at start
+        on the file's key."""
+        not_pem = self.mktemp()
+        with open(not_pem, "w") as f:
+            f.write("hello")
+        tls = self.tls
+        cert, key = tls["client_cert"], tls["client_key"]
+        both = {"etcd": MEMBERS, "etcd_cert_file": cert, "etcd_key_file": key}
+        cases = [({"etcd": MEMBERS, "etcd_ca_file": "/nonexistent/ca.pem"}, "ha.etcd_ca_file"),
+                 ({"etcd": MEMBERS, "etcd_ca_file": not_pem}, "ha.etcd_ca_file"),
+                 ({"etcd": MEMBERS, "etcd_ca_file": key}, "ha.etcd_ca_file"),
+                 ({"etcd": MEMBERS, "etcd_ca_file": 7}, "ha.etcd_ca_file"),
+                 ({**both, "etcd_cert_file": key}, "ha.etcd_cert_file"),
+                 ({**both, "etcd_key_file": cert}, "ha.etcd_key_file"),
+                 ({**both, "etcd_key_file": tls["stranger_key"]}, "ha.etcd_key_file"),
+                 ({"etcd": MEMBERS, "etcd_cert_file": cert}, "ha.etcd_key_file"),
+                 ({"etcd": MEMBERS, "etcd_key_file": key}, "ha.etcd_cert_file"),
+                 ({**both, "etcd": ["http://h:4001"]}, "ha.etcd_cert_file"),
+                 ({"redis": "redis://h", "etcd_ca_file": cert}, "ha.etcd_ca_file")]
+        for section, name in cases:
+            with self.assertRaises(ConfigError, msg=repr(section)) as caught:
+                build(section)
+            self.assertEqual(caught.exception.key, name)

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from health_manager.model.heartbeat import decode_heartbeats, parse_heartbeat_entry
+from health_manager.model.heartbeat import decode_heartbeat_message, parse_heartbeat_entry
 from spec.unit.test_hostile_input import encoded, heartbeat, raw
 
 # Messages that are mostly well-formed, so the fast path answers often, with each field now
@@ -32,7 +32,8 @@ FIELDS = ("droplet", "version", "instance", "index", "state", "state_timestamp")
 
 
 def reference(data):
-    """The entries the reference path applies, or None when it rejects or skips any."""
+    """(DEA id, entries) as the reference path applies them, or None when it rejects or
+    skips any."""
     try:
         body = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -40,7 +41,8 @@ def reference(data):
     if type(body) is not dict or type(body.get("droplets")) is not list:
         return None
     beats = [parse_heartbeat_entry(entry) for entry in body["droplets"]]
-    return None if None in beats else beats
+    dea = body.get("dea")
+    return None if None in beats else (dea if type(dea) is str else None, beats)
 
 
 def fields(beat):
@@ -60,8 +62,10 @@ class DecodeHeartbeatsTests(SynchronousTestCase):
         data = orjson.dumps({"dea": "dea-1", "prod": False, "droplets": [
             entry(), entry(index=1, state="CRASHED", state_timestamp=5),
             entry(state="EVACUATING", state_timestamp=None)]})
-        beats = decode_heartbeats(data)
-        self.assertEqual([fields(b) for b in beats], [fields(b) for b in reference(data)])
+        message = decode_heartbeat_message(data)
+        self.assertEqual(message.dea, "dea-1")
+        self.assertEqual([fields(b) for b in message.droplets],
+                         [fields(b) for b in reference(data)[1]])
 
     def test_declines_what_it_does_not_know(self):
         """An unknown field, a bad entry, a missing timestamp or a huge integer are left to
@@ -69,9 +73,10 @@ class DecodeHeartbeatsTests(SynchronousTestCase):
         for droplets in ([entry(extra=1)], [entry(index=True)], [entry(index=2 ** 63)],
                          [entry(state_timestamp=None)], [entry(droplet=None)], ["x"]):
             data = orjson.dumps({"dea": "d", "droplets": droplets})
-            self.assertIsNone(decode_heartbeats(data), droplets)
-        self.assertIsNone(decode_heartbeats(b'{"droplets": [], "other": 1}'))
-        self.assertIsNone(decode_heartbeats(b'{"droplets": [], "x": 1e400}'))
+            self.assertIsNone(decode_heartbeat_message(data), droplets)
+        self.assertIsNone(decode_heartbeat_message(b'{"droplets": [], "other": 1}'))
+        self.assertIsNone(decode_heartbeat_message(b'{"droplets": [], "x": 1e400}'))
+        self.assertIsNone(decode_heartbeat_message(b'{"droplets": [], "dea": 7}'))
 
     @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.one_of(
@@ -81,9 +86,11 @@ class DecodeHeartbeatsTests(SynchronousTestCase):
                   near_message, st.booleans())))
     def test_agrees_with_reference_path(self, data):
         """Whenever the fast decode answers, the reference path applies the same entries
-        (same values, same types) and rejects or skips nothing."""
-        beats = decode_heartbeats(data)
-        if beats is not None:
+        (same values, same types), names the same DEA, and rejects or skips nothing."""
+        message = decode_heartbeat_message(data)
+        if message is not None:
             expected = reference(data)
             self.assertIsNotNone(expected, data)
-            self.assertEqual([fields(b) for b in beats], [fields(b) for b in expected], data)
+            self.assertEqual(message.dea, expected[0], data)
+            self.assertEqual([fields(b) for b in message.droplets],
+                             [fields(b) for b in expected[1]], data)

@@ -74,3 +74,18 @@ class ManagerHaTests(SynchronousTestCase):
         self.assertEqual(hm.metrics.varz()["ha_role"], "single")
         hm.reporter.subscribe()
         self.assertEqual({s.queue for s in bus.subscriptions}, {None})
+
+
+class ManagerEtcdTests(SynchronousTestCase):
+    def test_etcd_stores_behind_the_lease_and_journal(self):
+        """With `ha.etcd`, the lease and the journal keep their state in etcd, on one
+        client of the listed members."""
+        from health_manager.ha.etcd import EtcdJournalStore, EtcdLeaseStore
+
+        etcd = {**{k: v for k, v in HA.items() if k != "redis"},
+                "etcd": ["http://127.0.0.1:1", "http://127.0.0.1:2"]}
+        hm, _ = manager(ha=etcd)
+        self.assertIsInstance(hm.lease._store, EtcdLeaseStore)
+        self.assertIsInstance(hm.journal._store, EtcdJournalStore)
+        self.assertEqual(hm.journal.address, "etcd http://127.0.0.1:1,http://127.0.0.1:2")
+        self.assertFalse(hm.leadership.is_acting())

@@ -22,9 +22,16 @@ class SimulateHaOptionsTests(SynchronousTestCase):
         args = self.parse("--ha", "3", "--kill-leader-every", "8", "--json-summary")
         self.assertEqual((args.ha, args.kill_leader_every, args.json_summary), (3, 8.0, True))
 
+    def test_etcd_members_read(self):
+        """--ha-etcd 3 puts the lease on an etcd cluster of 3 members; 0 (Redis) by
+        default."""
+        self.assertEqual(self.parse("--ha", "2").ha_etcd, 0)
+        self.assertEqual(self.parse("--ha", "2", "--ha-etcd", "3").ha_etcd, 3)
+
     def test_bad_combinations_rejected(self):
         """One HA member, a negative period, or killing leaders without --ha are errors."""
         for argv in (["--ha", "1"], ["--ha", "-2"], ["--ha", "3", "--kill-leader-every", "-1"],
-                     ["--kill-leader-every", "5"]):
+                     ["--kill-leader-every", "5"], ["--ha-etcd", "3"],
+                     ["--ha", "3", "--ha-etcd", "-1"]):
             with redirect_stderr(io.StringIO()):
                 self.assertRaises(SystemExit, self.parse, *argv)
