@@ -10,6 +10,7 @@ import attrs
 from twisted.internet import defer
 
 from health_manager.constants import CRASHED, RUNNING, STARTED, STARTING
+from health_manager.simulation.certificates import listener_ssl_config
 from health_manager.simulation.cloud_controller import FakeCloudController
 from health_manager.simulation.dea import CRASH_ON_START, SimulatedDea, crash_every
 
@@ -74,8 +75,8 @@ def hm9000_demo_config(mbus, bulk_host, bulk_user, bulk_password, heartbeat_port
     """`demo_config` for an HM9000-era foundation: `cc_protocol: hm9000`, the bulk API's
     credentials from the config (HM9000 never asked for them over NATS), the app-state API
     on any free port, and the HTTPS heartbeat listener on `heartbeat_port` with the
-    simulation's certificates (CertificateFiles). The intervals stay the demo's, so both
-    modes heal on the same short schedule."""
+    simulation's certificates (the files of `certificates.make_certificates`). The
+    intervals stay the demo's, so both modes heal on the same short schedule."""
     config = demo_config(mbus, bulk_host, status_port)
     config["cc_protocol"] = "hm9000"
     config["bulk_api"].update(user=bulk_user, password=bulk_password)
@@ -86,7 +87,7 @@ def hm9000_demo_config(mbus, bulk_host, bulk_user, bulk_password, heartbeat_port
         "api_password": "hm9000-password",
         "heartbeat_port": heartbeat_port,
         "heartbeat_address": "127.0.0.1",
-        "ssl": certificate_files.listener_ssl_config(),
+        "ssl": listener_ssl_config(certificate_files),
     }
     return config
 

@@ -39,7 +39,11 @@ from health_manager.bus import NatsBus
 from health_manager.config import build_config
 from health_manager.manager import Manager
 from health_manager.simulation import ha_run
-from health_manager.simulation.certificates import client_tls_options, make_certificates
+from health_manager.simulation.certificates import (
+    LISTENER_HOST,
+    client_tls_options,
+    make_certificates,
+)
 from health_manager.simulation.foundation import (
     EVACUATE_BY_EXITS,
     EVACUATE_BY_EXITS_AND_HEARTBEATS,
@@ -187,8 +191,8 @@ class HttpsHeartbeatSetup:
         self._reactor = reactor
         self.files = make_certificates(directory)
         self.port = free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
-        self._tls = client_tls_options(self.files, "127.0.0.1")
+        self.url = f"https://{LISTENER_HOST}:{self.port}"
+        self._tls = client_tls_options(self.files, LISTENER_HOST)
 
     def sender(self, dea_uuid):
         return HttpsHeartbeats(self._reactor, self.url, self._tls)

@@ -88,7 +88,9 @@ class SimulateCommandTests(SynchronousTestCase):
         os.makedirs(tmpdir)
         process = self.launch("--apps", "3", "--instances", "1", "--duration", "60",
                               "--cc-protocol", "hm9000", TMPDIR=tmpdir)
-        expected = ["ca.crt", "client.crt", "client.key", "server.crt", "server.key"]
+        expected = sorted(f"{name}.pem" for name in (
+            "ca_file", "client_cert", "client_key", "server_cert", "server_key",
+            "stranger_cert", "stranger_key"))
 
         def written(_):
             return [sorted(os.listdir(os.path.join(tmpdir, d)))
