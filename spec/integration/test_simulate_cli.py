@@ -81,24 +81,21 @@ class SimulateCommandTests(SynchronousTestCase):
         self.assertEqual(process.returncode, 130)
         self.assertNoneAlive(servers)
 
-    def test_hm9000_certificates_removed(self):
-        """--cc-protocol hm9000 writes its certificates to a temporary directory while it
-        runs and removes it when stopped."""
+    def test_hm9000_heals_and_removes_its_certificates(self):
+        """--cc-protocol hm9000: the CC acts on hm9000.* only, half the DEAs heartbeat over
+        HTTPS and every one of those heartbeats is taken; the run ends HEALED and removes
+        the certificates it made in its temporary directory."""
         tmpdir = os.path.abspath(self.mktemp())
         os.makedirs(tmpdir)
-        process = self.launch("--apps", "3", "--instances", "1", "--duration", "60",
+        process = self.launch("--apps", "5", "--instances", "2", "--duration", "12",
                               "--cc-protocol", "hm9000", TMPDIR=tmpdir)
-        expected = sorted(f"{name}.pem" for name in (
-            "ca_file", "client_cert", "client_key", "server_cert", "server_key",
-            "stranger_cert", "stranger_key"))
-
-        def written(_):
-            return [sorted(os.listdir(os.path.join(tmpdir, d)))
-                    for d in os.listdir(tmpdir)] == [expected]
-
-        self.watch(process, timeout=30, until=written)
-        self.assertTrue(written(None), "no certificates were written")
-        process.send_signal(signal.SIGTERM)
-        self.watch(process, timeout=15)
-        self.assertEqual(process.returncode, 130, process.stdout.read())
+        servers = self.watch(process, timeout=90)
+        output = process.stdout.read()
+        self.assertEqual(process.returncode, 0, output)
+        self.assertIn("HEALED: every desired instance is running", output)
+        self.assertRegex(output, r"health manager sent: [1-9]\d* hm9000\.start")
+        self.assertRegex(output, r"HTTPS heartbeats: [1-9]\d* accepted \(202\), 0 refused, "
+                                 r"0 failed")
+        self.assertIn("--cc-protocol hm9000", output)
         self.assertEqual(os.listdir(tmpdir), [])
+        self.assertNoneAlive(servers)
