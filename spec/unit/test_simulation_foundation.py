@@ -6,12 +6,14 @@ from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
 from health_manager.config import build_config
+from health_manager.simulation.certificates import make_certificates
 from health_manager.simulation.foundation import (
     EVACUATE_BY_EXITS_AND_HEARTBEATS,
     EVACUATE_BY_HEARTBEATS,
     Foundation,
     Scenario,
     demo_config,
+    hm9000_demo_config,
 )
 from health_manager.simulation.heartbeats import NatsHeartbeats
 from health_manager.testing.bus import InMemoryBus
@@ -190,6 +192,19 @@ class Hm9000FoundationTests(SynchronousTestCase):
         self.assertTrue(empty)
         self.assertEqual({b["dea"] for b in self.bus.published_json("dea.heartbeat")
                           if not b["droplets"]}, empty)
+
+    def test_hm9000_demo_config_is_valid(self):
+        """The hm9000 demo configuration passes the health manager's validation without
+        warnings: the HM9000 contract, the bulk API's credentials from the config, the
+        listener on the given port with the simulation's certificates."""
+        files = make_certificates(self.mktemp())
+        config, warnings = build_config(hm9000_demo_config(
+            "nats://127.0.0.1:4222", "http://127.0.0.1:8181", "bulk_api", "secret", 5335,
+            files), environ={})
+        self.assertEqual(warnings, [])
+        self.assertEqual((config.cc_protocol, config.bulk_api.user), ("hm9000", "bulk_api"))
+        self.assertEqual((config.hm9000.heartbeat_port, config.hm9000.ssl.ca_file),
+                         (5335, files["ca_file"]))
 
     def test_unknown_evacuation_refused(self):
         with self.assertRaises(ValueError):
