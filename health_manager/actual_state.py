@@ -193,7 +193,7 @@ class ActualState:
                                        now, held)
             self._harmonizer.on_exit_crashed(droplet, version, index, instance, held)
         elif reason == EXIT_DEA_SHUTDOWN or reason == EXIT_DEA_EVACUATION:
-            self._harmonizer.on_exit_dea(droplet, version, index, held)
+            self._harmonizer.on_exit_dea(droplet, version, index, held, guid)
         elif reason == EXIT_STOPPED:
             self._harmonizer.on_exit_stopped(droplet, index)
         else:

@@ -117,8 +117,14 @@ class Harmonizer:
                 self._replacement_grace(droplet)
         self._durable.record_crash(self._crash_record(droplet, version, index, instance))
 
-    def on_exit_dea(self, droplet, version, index, held):
-        """DEA shutdown or evacuation (§5.4): restart elsewhere at HIGH priority."""
+    def on_exit_dea(self, droplet, version, index, held, guid=None):
+        """DEA shutdown or evacuation (§5.4): restart elsewhere at HIGH priority. An
+        instance already heard EVACUATING was replaced then (DEAs from Dec 2013 to Jun 2016
+        announced an evacuation both ways, HM9000.md §5.6): no second start."""
+        if droplet.evacuating is not None and guid in droplet.evacuating:
+            self.log.info("no start after DEA exit: replaced when heard evacuating: "
+                          "app_id={droplet} index={index}", droplet=droplet.id, index=index)
+            return
         self._durable.forget_start(droplet.id, version, index)
         self._replacement_grace(droplet)
         if self._needs_start(droplet, version, index, held, "DEA exit"):

@@ -104,7 +104,7 @@ class Manager(MultiService):
         self.nudger = Nudger(self.scheduler, self.bus, self.metrics,
                              intervals.queue_batch_size, intervals.request_queue,
                              leadership=self.leadership, durable=self.journal,
-                             contract=self.contract)
+                             contract=self.contract, stop_repeat_window=intervals.droplet_lost)
         self.freshness = ActualFreshness(self.scheduler, intervals.droplet_lost)
         self.desired_state = DesiredState(
             config, self.scheduler, self.bus, self.http_client, self.metrics,

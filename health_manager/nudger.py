@@ -22,6 +22,7 @@ leader that resumes from a pause sends nothing it decided before.
 import heapq
 from collections import OrderedDict, deque
 
+import attrs
 from twisted.logger import Logger
 
 from health_manager.contracts.hm2.messages import Hm2Contract
@@ -36,7 +37,7 @@ class Nudger:
     log = Logger()
 
     def __init__(self, scheduler, bus, metrics, batch_size, period, leadership=None,
-                 durable=None, contract=None):
+                 durable=None, contract=None, stop_repeat_window=0.0):
         self._scheduler = scheduler
         self._contract = contract = contract if contract is not None else Hm2Contract()
         # The subject is part of the format, so "sent health.start" (or hm9000.start) is the
@@ -61,6 +62,11 @@ class Nudger:
         self._sent_times: deque[float] = deque()
         # (droplet, index) -> when its last start was sent, for "why not" answers; bounded.
         self._last_sent = OrderedDict()
+        # An instance stopped less than this long ago is not named again: the CC's stop
+        # reaches its DEA at once, and the instance then needs a heartbeat period to drop
+        # out of the actual state (HM9000 kept a sent stop 30 s for the same reason).
+        self._stop_repeat_window = stop_repeat_window
+        self._stopped_at = OrderedDict()  # instance guid -> when a stop last named it
         metrics.set_queue_length_source(self.__len__)
 
     def __len__(self):
@@ -132,6 +138,10 @@ class Nudger:
         if not self._acting():
             self._suppressed(1)
             return False
+        if self._stop_repeat_window:
+            order = self._not_stopped_lately(order)
+            if order is None:
+                return False
         contract = self._contract
         for message in contract.stop_messages(order):
             self._bus.publish(contract.stop_subject, message)
@@ -140,6 +150,26 @@ class Nudger:
         self.log.info(self._sent_stop_format, droplet=order.droplet.id,
                       instances=sorted(order.instances), epoch=self._leadership.epoch)
         return True
+
+    def _not_stopped_lately(self, order):
+        """`order` without the instances a stop named within the repeat window (None when
+        that leaves none); the others are remembered as stopped now."""
+        now = self._scheduler.now()
+        window = self._stop_repeat_window
+        stopped_at = self._stopped_at
+        while stopped_at:
+            guid, when = next(iter(stopped_at.items()))
+            if now - when < window and len(stopped_at) <= SENT_STARTS_KEPT:
+                break
+            del stopped_at[guid]
+        fresh = {guid: target for guid, target in order.instances.items()
+                 if guid not in stopped_at}
+        if not fresh:
+            return None
+        for guid in fresh:
+            stopped_at[guid] = now
+        return order if len(fresh) == len(order.instances) else attrs.evolve(
+            order, instances=fresh)
 
     # -- read-only views for the operator surface (health_manager/web) -------------------
 

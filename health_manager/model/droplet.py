@@ -152,25 +152,29 @@ class Droplet:
         if state == CRASHED:
             self.crashes[beat.instance] = (now, beat.state_timestamp)
         elif state == EVACUATING:
+            # Its DEA_EVACUATION exit, if heard first, has already been answered.
+            exited = record.exited is not None and beat.instance in record.exited
             record.receive_heartbeat(state, beat.instance, beat.state_timestamp, now,
                                      droplet_lost)
-            return self._heard_evacuating(beat.instance, beat.version, beat.index, now)
+            return self._heard_evacuating(beat.instance, beat.version, beat.index, now,
+                                          exited)
         return record.receive_heartbeat(state, beat.instance, beat.state_timestamp, now,
                                         droplet_lost)
 
     # -- evacuation (HM9000.md §5.6) -----------------------------------------------------
 
-    def _heard_evacuating(self, guid: str, version: str, index: int,
-                          now: float) -> str | None:
+    def _heard_evacuating(self, guid: str, version: str, index: int, now: float,
+                          answered: bool) -> str | None:
         """Remember an instance heard EVACUATING; its guid when heard so for the first
-        time. It no longer holds its index (the slot let it go), but it still runs."""
+        time and not `answered` already. It no longer holds its index (the slot let it
+        go), but it still runs."""
         evacuating = self.evacuating
         if evacuating is None:
             evacuating = self.evacuating = {}
         entry = evacuating.get(guid)
         if entry is None:
-            evacuating[guid] = [version, index, now, False]
-            return guid
+            evacuating[guid] = [version, index, now, answered]
+            return None if answered else guid
         entry[2] = now
         return None
 

@@ -124,6 +124,22 @@ class NudgerTests(SynchronousTestCase):
         self.assertEqual(self.bus.published, [])
         self.assertEqual(self.metrics.health_stop_messages_sent, 0)
 
+    def test_an_instance_stopped_lately_is_not_named_again(self):
+        """Within the repeat window a stop names only instances not stopped lately; after
+        it, an instance still there is stopped again."""
+        nudger = Nudger(Scheduler(self.clock), self.bus, self.metrics, 2, 1.0,
+                        stop_repeat_window=30)
+        self.assertTrue(nudger.publish_stop(stop_order("a", {"g": ("v1", 1)})))
+        self.clock.advance(10)
+        self.assertFalse(nudger.publish_stop(stop_order("a", {"g": ("v1", 1)})))
+        self.assertTrue(nudger.publish_stop(stop_order("a", {"g": ("v1", 1),
+                                                             "h": ("v1", 2)})))
+        self.clock.advance(20)
+        self.assertTrue(nudger.publish_stop(stop_order("a", {"g": ("v1", 1)})))
+        self.assertEqual([sorted(p["instances"]) for p in
+                          self.bus.published_json("health.stop")],
+                         [["g"], ["h"], ["g"]])
+
     def test_publish_start_bypasses_queue(self):
         """A direct (flapping) start leaves even when the rate limit is spent."""
         self.exhaust_budget()

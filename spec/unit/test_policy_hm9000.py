@@ -159,3 +159,25 @@ class StopRenderingTests(SynchronousTestCase):
         self.assertEqual(rig.starts(), [{"message_id": "m1", "droplet": "app-1",
                                          "version": "v1", "instance_index": 0}])
         self.assertEqual(rig.bus.published_json("health.start"), [])
+
+
+class EvacuationAnnouncedTwiceTests(SynchronousTestCase):
+    """DEAs from Dec 2013 to Jun 2016 announced an evacuation twice: a DEA_EVACUATION
+    exit and EVACUATING heartbeats. One replacement, whichever comes first."""
+
+    def setUp(self):
+        self.rig = rig()
+        self.rig.desire(instances=1)
+        self.rig.settle(self.rig.beat("g0", 0))
+
+    def test_exit_then_heartbeat(self):
+        rig = self.rig
+        rig.exited("g0", 0, reason="DEA_EVACUATION")
+        rig.heartbeat(rig.beat("g0", 0, state="EVACUATING"))
+        self.assertEqual(indices(rig.starts()), [0])
+
+    def test_heartbeat_then_exit(self):
+        rig = self.rig
+        rig.heartbeat(rig.beat("g0", 0, state="EVACUATING"))
+        rig.exited("g0", 0, reason="DEA_EVACUATION")
+        self.assertEqual(indices(rig.starts()), [0])
