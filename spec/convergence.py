@@ -1,10 +1,11 @@
 """A whole simulated foundation and a health manager in fake time, with chaos, and the
-verdict on whether the health manager healed it (the convergence property, issue 9).
+verdict on whether the health manager healed it (the convergence property, issues 9, 19).
 
 Everything runs on one `task.Clock` and one in-memory bus: the fake Cloud Controller
-applies PROTOCOL.md §3.1/§3.2 to every request, simulated DEAs run, crash, vanish and
-evacuate instances, and the health manager's own components (ActualState, DesiredState over
-an in-memory bulk client, Harmonizer, Nudger) are wired as the Manager wires them. No
+applies its contract's acceptance rules to every request (HM 2.0's, PROTOCOL.md §3.1/§3.2,
+or HM9000's, HM9000.md §1.4), simulated DEAs run, crash, vanish and evacuate instances,
+and the health manager's own components (ActualState, DesiredState over an in-memory bulk
+client, Harmonizer, Nudger) are wired as the Manager wires them. No
 socket, no real sleeping: a foundation of 300 apps × 6 instances runs minutes of
 foundation time in about a second.
 """
@@ -20,6 +21,9 @@ from twisted.logger import Logger
 from health_manager.actual_state import ActualState
 from health_manager.config import build_config
 from health_manager.constants import FLAPPING, RUNNING, STARTED, STARTING
+from health_manager.contracts.hm2.messages import Hm2Contract
+from health_manager.contracts.hm9000.messages import Hm9000Contract
+from health_manager.contracts.selection import contract_for
 from health_manager.desired_state import DesiredState
 from health_manager.freshness import ActualFreshness
 from health_manager.ha.handover import Handover
@@ -30,7 +34,14 @@ from health_manager.metrics import Metrics
 from health_manager.model.registry import DropletRegistry
 from health_manager.nudger import Nudger
 from health_manager.scheduler import Scheduler
-from health_manager.simulation.foundation import Foundation, Scenario, demo_config
+from health_manager.simulation.foundation import (
+    EVACUATE_BY_EXITS_AND_HEARTBEATS,
+    EVACUATE_BY_HEARTBEATS,
+    Foundation,
+    Scenario,
+    demo_config,
+    hm9000_demo_intervals,
+)
 from health_manager.testing.bus import InMemoryBus
 from health_manager.testing.http import InMemoryBulkClient
 from health_manager.testing.journal import FakeLease, InMemoryJournalStore
@@ -45,6 +56,23 @@ MIN_ACTIVE_DEAS = 2
 # real foundation: so the old leader's start intents are still live at the promotion.
 FAILOVER_DELAYS = (0.5, 2.5)
 HA_RETRY = 1.0
+HM2 = "hm2"
+HM9000 = "hm9000"
+STOP_SUBJECTS = {HM2: Hm2Contract.stop_subject, HM9000: Hm9000Contract().stop_subject}
+
+
+def convergence_config(cc_protocol, cc):
+    """The health manager's config for a run: the demo's, and with HM9000's CC the hm9000
+    contract with the demo's scaled copy of HM9000's crash schedule (never giving up), the
+    bulk API's credentials from the config (as HM9000 read them)."""
+    raw = demo_config("nats://127.0.0.1:4222", "http://cc")
+    if cc_protocol == HM9000:
+        raw["cc_protocol"] = HM9000
+        raw["bulk_api"].update(user=cc.user, password=cc.password)
+        raw["hm9000"] = {"api_port": 0, "api_user": "hm9000", "api_password": "hm9000"}
+        raw["intervals"].update(hm9000_demo_intervals())
+    config, _ = build_config(raw, environ={})
+    return config
 
 
 class ChaosBus(InMemoryBus):
@@ -137,12 +165,14 @@ class FakeTimeHealthManager:
     """The health manager's policy components, wired as the Manager wires them, on a fake
     clock, an in-memory bus and an in-memory bulk API client."""
 
-    def __init__(self, clock, shared_bus, cc, rng, bulk_latency, journal_store=None):
+    def __init__(self, clock, shared_bus, cc, rng, bulk_latency, journal_store=None,
+                 cc_protocol=HM2):
         """With `journal_store` (HA): a lease (`self.lease`, promoted by the run) and a
-        journal in that store, behind a Handover, as the Manager wires them with `ha`."""
-        config, _ = build_config(demo_config("nats://127.0.0.1:4222", "http://cc"),
-                                 environ={})
+        journal in that store, behind a Handover, as the Manager wires them with `ha`.
+        `cc_protocol`: the contract spoken, as the Manager picks it from the config."""
+        config = convergence_config(cc_protocol, cc)
         self.config = config
+        contract = self.contract = contract_for(config)
         intervals = config.intervals
         self.bus = ProcessBus(shared_bus)
         self.scheduler = Scheduler(clock)
@@ -158,7 +188,8 @@ class FakeTimeHealthManager:
                                       records), self.scheduler, HA_RETRY)
         self.nudger = Nudger(self.scheduler, self.bus, self.metrics,
                              intervals.queue_batch_size, intervals.request_queue,
-                             leadership=leadership, durable=journal)
+                             leadership=leadership, durable=journal, contract=contract,
+                             stop_repeat_window=intervals.droplet_lost)
         self.freshness = ActualFreshness(self.scheduler, intervals.droplet_lost)
         self.http = InMemoryBulkClient(cc, clock, latency=bulk_latency)
         self.desired_state = DesiredState(
@@ -167,10 +198,13 @@ class FakeTimeHealthManager:
                 app, self.scheduler.now(), asked_at),
             jitter=rng.random,
             on_unreadable=lambda app_id: self.registry.mark_described(
-                app_id, self.scheduler.now()))
+                app_id, self.scheduler.now()),
+            fetch_user_counts=contract.fetch_user_counts,
+            require_memory_and_updated_at=contract.require_memory_and_updated_at)
         self.harmonizer = Harmonizer(config, self.scheduler, self.registry, self.nudger,
                                      self.desired_state, self.freshness, self.metrics,
-                                     noise=rng.uniform, durable=journal)
+                                     noise=rng.uniform, durable=journal,
+                                     policy=contract.policy)
         self.actual_state = ActualState(config, self.bus, self.registry, self.harmonizer,
                                         self.freshness, self.metrics, self.scheduler)
 
@@ -208,13 +242,17 @@ class FoundationSpec:
     # Two HMs on one journal: the restart is then the leader's death, the standby leading
     # FAILOVER_DELAYS later with what it heard and what the journal kept, and a new standby.
     ha: bool = False
+    # The CC's contract: HM 2.0's, or HM9000's (then DEAs also evacuate with EVACUATING
+    # heartbeats, and crash-looping apps are checked to be restarted on its schedule).
+    cc_protocol: str = HM2
 
     def describe(self):
         return (f"seed={self.seed} apps={self.apps} instances={self.instances} "
                 f"deas={self.deas} crashy={self.crashy} flapping={self.flapping} "
                 f"missing={self.missing} chaos={self.chaos}s "
                 f"fault_interval={self.fault_interval}s message_chaos={self.message_chaos} "
-                f"hm_restart={self.hm_restart} hm_delay={self.hm_delay} ha={self.ha}")
+                f"hm_restart={self.hm_restart} hm_delay={self.hm_delay} ha={self.ha} "
+                f"cc_protocol={self.cc_protocol}")
 
 
 FAULTS = ("crash", "crash", "crash", "kill", "kill", "duplicate", "duplicate", "scale",
@@ -281,17 +319,18 @@ class ConvergenceRun:
             flapping=spec.flapping, missing=spec.missing, deas=spec.deas,
             shuffle_heartbeats=True)
         # Subscribed before the CC, so a stop is judged against the DEAs before it acts.
-        self.bus.subscribe("health.stop", self._check_stop)
+        self.bus.subscribe(STOP_SUBJECTS[spec.cc_protocol], self._check_stop)
         self.foundation = Foundation(self.clock, self.bus, self.scenario, self.rng,
-                                     on_decision=self._decided)
+                                     on_decision=self._decided, cc_protocol=spec.cc_protocol)
+        self.starts_accepted = {}  # (app, index) -> [when the CC accepted a start of it]
         self.hm = None  # the one that acts (HA: the leader, or the standby about to lead)
         self.standby = None
         self.journal_store = InMemoryJournalStore(self.clock) if spec.ha else None
         self.hm_generation = 0
         self.versions = 1
         self.silent_deaths = {}  # (app, index) -> when an instance of it vanished silently
-        intervals = build_config(demo_config("nats://127.0.0.1:4222", "http://cc"),
-                                 environ={})[0].intervals
+        intervals = self.intervals = convergence_config(spec.cc_protocol,
+                                                        self.foundation.cc).intervals
         # How long the health manager may take to notice a silent death: droplet_lost with
         # no heartbeat, plus the heartbeat period, plus the bus's delay: a heartbeat sent
         # just before the death may be delivered (late or again) MAX_MESSAGE_DELAY later,
@@ -336,7 +375,36 @@ class ConvergenceRun:
             for app, problem in self.unhealed():
                 self.verdict.problems.append(
                     (app, f"not healed {bound:.0f} s after the chaos: {problem}"))
+        if spec.cc_protocol == HM9000:
+            self._check_crash_loops_restarted()
         return self.verdict
+
+    def _check_crash_loops_restarted(self):
+        """HM9000 never gives up: every crash-looping app's index 0 keeps being restarted,
+        on its schedule (its delay is capped at max_restart_delay), for as long as it is
+        watched. While such an app has no instance running, its other indices wait (the
+        index-0 guard), so index 0 is the one judged."""
+        intervals = self.intervals
+        # After a start: the instance starts and crashes (startup delay), the crash is
+        # heard, and the restart waits at most max_restart_delay; the rest is slack for an
+        # analysis period and the missing check, should a crash be judged there.
+        gap = (intervals.max_restart_delay + self.scenario.startup_delay
+               + intervals.droplet_lost + intervals.droplets_analysis + 1.0)
+        watch_from = self.clock.seconds()
+        self._advance(3 * gap)
+        watch_to = self.clock.seconds()
+        for guid in sorted(self.foundation.flapping_apps):
+            app = self.foundation.cc.apps.get(guid)
+            if app is None or app.state != STARTED or app.instances < 1:
+                continue
+            times = [t for t in self.starts_accepted.get((guid, 0), ())
+                     if watch_from - gap <= t <= watch_to]
+            edges = [watch_from] + [t for t in times if t >= watch_from] + [watch_to]
+            longest = max(b - a for a, b in zip(edges, edges[1:], strict=False))
+            if longest > gap:
+                self.verdict.problems.append(
+                    (guid, f"crash-looping index 0 not restarted for {longest:.1f} s "
+                           f"(at most {gap:.1f} s on HM9000's schedule)"))
 
     def _advance(self, seconds):
         """Advance fake time by `seconds`, firing every timer at its own time."""
@@ -359,7 +427,8 @@ class ConvergenceRun:
         self.hm_generation += 1
         hm = FakeTimeHealthManager(self.clock, self.bus, self.foundation.cc, self.rng,
                                    bulk_latency=lambda: self.rng.uniform(0, 1.5),
-                                   journal_store=self.journal_store)
+                                   journal_store=self.journal_store,
+                                   cc_protocol=self.spec.cc_protocol)
         hm.generation = self.hm_generation
         hm.start()
         self._note(None, f"health manager #{hm.generation} started")
@@ -385,6 +454,8 @@ class ConvergenceRun:
         foundation = self.foundation
         rng = self.rng
         active = foundation.active_deas()
+        # An evacuating DEA is still active, but leaving: it takes no new instance.
+        staying = [dea for dea in active if not dea.evacuating]
         running = [(dea, i) for dea in active for i in dea.instances.values()
                    if i.state == RUNNING]
         if fault in ("crash", "kill", "duplicate") and running:
@@ -395,7 +466,7 @@ class ConvergenceRun:
                 dea.kill(instance.guid)
                 self.silent_deaths[(instance.droplet, instance.index)] = self.clock.seconds()
             else:
-                other = rng.choice(active)
+                other = rng.choice(staying)  # a RUNNING instance's DEA is staying
                 app = foundation.cc.apps.get(instance.droplet)
                 copy = other.start_instance(instance.droplet, instance.version,
                                             instance.index,
@@ -413,9 +484,16 @@ class ConvergenceRun:
                 self.versions += 1
                 foundation.cc.change_version(guid, f"{guid}-v{self.versions}")
                 self._note(guid, f"chaos: new version {guid}-v{self.versions}")
-        elif fault in ("evacuate", "shutdown", "dea_dies") and len(active) > MIN_ACTIVE_DEAS:
-            dea = rng.choice(active)
-            if fault == "evacuate":
+        elif fault in ("evacuate", "shutdown", "dea_dies") and len(staying) > MIN_ACTIVE_DEAS:
+            dea = rng.choice(staying)
+            if fault == "evacuate" and self.spec.cc_protocol == HM9000:
+                # The HM9000 era's DEAs: EVACUATING heartbeats, until Jun 2016 with exits.
+                how = rng.choice((EVACUATE_BY_HEARTBEATS, EVACUATE_BY_EXITS_AND_HEARTBEATS))
+                dea.evacuate_with_heartbeats(
+                    self.scenario.evacuation_timeout,
+                    announce_exits=how == EVACUATE_BY_EXITS_AND_HEARTBEATS)
+                fault = f"evacuate ({how})"
+            elif fault == "evacuate":
                 dea.evacuate()
             elif fault == "shutdown":
                 dea.shutdown()
@@ -488,18 +566,23 @@ class ConvergenceRun:
         """No stop may name the only running instance of an index that should run, unless
         the health manager could not know: the other instance vanished silently less than
         a detection time ago, or its exit, or the app's droplet.updated, is still held back
-        by the bus."""
+        by the bus. HM9000's CC executes a stop with `is_duplicate: true` whatever it
+        names (and refuses any other stop of a wanted instance), so there the rule is
+        that no `is_duplicate` stop names the only running instance of its index."""
         try:
             payload = orjson.loads(message.data)
         except orjson.JSONDecodeError:
             return
         guid = payload.get("droplet")
-        self._note(guid, f"HM health.stop {payload}")
+        self._note(guid, f"HM {message.subject} {payload}")
         app = self.foundation.cc.apps.get(guid)
         if app is None or app.state != STARTED:
             return
         live = self.live_by_app().get(guid, [])
-        named = set(payload.get("instances") or ())
+        if self.spec.cc_protocol == HM9000:
+            named = {payload.get("instance_guid")} if payload.get("is_duplicate") else set()
+        else:
+            named = set(payload.get("instances") or ())
         for version, index, instance, _state in live:
             if instance not in named or version != app.version or index >= app.instances:
                 continue
@@ -518,8 +601,12 @@ class ConvergenceRun:
     def _decided(self, decision):
         self.verdict.requests += 1
         verdict = "accepted" if decision.accepted else "REFUSED"
-        self._note(decision.droplet, f"CC {verdict} health.{decision.op} "
+        self._note(decision.droplet, f"CC {verdict} {decision.op} "
                                      f"({decision.reason}) {decision.payload}")
+        if decision.accepted and decision.op == "start":
+            for index in _started_indices(decision.payload):
+                self.starts_accepted.setdefault((decision.droplet, index), []).append(
+                    self.clock.seconds())
         if not decision.accepted:
             self.verdict.refusals[decision.droplet] = (
                 self.verdict.refusals.get(decision.droplet, 0) + 1)
@@ -532,3 +619,10 @@ class ConvergenceRun:
         lines = [f"t={t:7.2f} {text}" for t, who, text in self.trace
                  if who == app or who is None]
         return "\n".join(lines[-limit:])
+
+
+def _started_indices(payload):
+    """The indices a start asks for, in either contract's shape."""
+    if "instance_index" in payload:
+        return [payload["instance_index"]]
+    return payload.get("indices") or []

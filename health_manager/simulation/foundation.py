@@ -70,14 +70,29 @@ def demo_config(mbus, bulk_host, status_port=0):
     }
 
 
+def hm9000_demo_intervals():
+    """HM9000's crash schedule (HM9000.md §5.3) at the demo's scale: 3 restarts at once,
+    then 1 s doubling to 8 s, never given up, a count forgotten after twice the longest
+    delay without a crash (HM9000: 30 s to 960 s, 1920 s)."""
+    return {
+        "flapping_death": 3,
+        "min_restart_delay": 1,
+        "max_restart_delay": 8,
+        "delay_time_noise": 0,
+        "giveup_crash_number": -1,
+        "flapping_timeout": 16,
+    }
+
+
 def hm9000_demo_config(mbus, bulk_host, bulk_user, bulk_password, heartbeat_port,
                        certificate_files, status_port=0):
     """`demo_config` for an HM9000-era foundation: `cc_protocol: hm9000`, the bulk API's
     credentials from the config (HM9000 never asked for them over NATS), the app-state API
     on any free port, and the HTTPS heartbeat listener on `heartbeat_port` with the
     simulation's certificates (the files of `certificates.make_certificates`). The
-    intervals stay the demo's, so both modes heal on the same short schedule."""
+    intervals are the demo's, with HM9000's crash schedule at the demo's scale."""
     config = demo_config(mbus, bulk_host, status_port)
+    config["intervals"].update(hm9000_demo_intervals())
     config["cc_protocol"] = "hm9000"
     config["bulk_api"].update(user=bulk_user, password=bulk_password)
     config["hm9000"] = {
