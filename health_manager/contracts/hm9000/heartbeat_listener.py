@@ -40,14 +40,18 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from health_manager.config import ConfigError
-from health_manager.contracts.hm9000.serving import PortService, QuietSite
+from health_manager.contracts.hm9000.serving import (
+    TEXT,
+    PortService,
+    QuietSite,
+    refuse_other_routes,
+)
 from health_manager.interfaces import IMessageBus
 from health_manager.metrics import Hm9000Counters
 from health_manager.web.responses import send
 
 HEARTBEAT_SUBJECT = "dea.heartbeat"
 PATH = b"/dea/heartbeat"
-TEXT = b"text/plain; charset=utf-8"
 BAD_BODY = "bad_body"
 TOO_LARGE = "too_large"
 NATS_DISCONNECTED = "nats_disconnected"
@@ -130,13 +134,9 @@ class HeartbeatResource(Resource):
         self._counters = counters
 
     def render(self, request: Request) -> bytes:
-        if request.path != PATH:
-            request.setResponseCode(404)
-            return send(request, b"404 page not found\n", TEXT)
-        if request.method != b"POST":
-            request.setResponseCode(405)
-            request.setHeader(b"allow", b"POST")
-            return send(request, b"", TEXT)
+        refused = refuse_other_routes(request, PATH)
+        if refused is not None:
+            return refused
         counters = self._counters
         counters.https_heartbeats_received += 1
         body = request.content.read()  # type: ignore[union-attr]  # set for every request

@@ -28,7 +28,12 @@ from health_manager.contracts.hm9000.app_state import (
     bulk_body,
     parse_bulk_request,
 )
-from health_manager.contracts.hm9000.serving import PortService, QuietSite
+from health_manager.contracts.hm9000.serving import (
+    TEXT,
+    PortService,
+    QuietSite,
+    refuse_other_routes,
+)
 from health_manager.metrics import Hm9000Counters
 from health_manager.web.responses import finish, send
 from health_manager.web.status_server import basic_auth_valid
@@ -37,7 +42,6 @@ API = "bulk_app_state"
 PATH = b"/bulk_app_state"
 CHALLENGE = b'Basic realm="API Authentication"'
 JSON = b"application/json"
-TEXT = b"text/plain; charset=utf-8"
 
 
 class BulkAppStateResource(Resource):
@@ -62,13 +66,9 @@ class BulkAppStateResource(Resource):
             request.setResponseCode(401)
             request.setHeader(b"www-authenticate", CHALLENGE)
             return send(request, b"", TEXT)
-        if request.path != PATH:
-            request.setResponseCode(404)
-            return send(request, b"404 page not found\n", TEXT)
-        if request.method != b"POST":
-            request.setResponseCode(405)
-            request.setHeader(b"allow", b"POST")
-            return send(request, b"", TEXT)
+        refused = refuse_other_routes(request, PATH)
+        if refused is not None:
+            return refused
         self._counters.count_request(API)
         body = request.content.read()  # type: ignore[union-attr]  # set for every request
         try:

@@ -1,5 +1,6 @@
-"""What the HM9000 contract's two HTTP servers share: a site that logs requests at debug
-only, and a service that binds one configured port at start."""
+"""What the HM9000 contract's two HTTP servers share: one route each (a POST to one path,
+as HM9000's servers had), a site that logs requests at debug only, and a service that binds
+one configured port at start."""
 
 from collections.abc import Callable
 from typing import Any
@@ -9,9 +10,25 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
+from health_manager.web.responses import send
 from health_manager.web.status_server import StatusPortError
+
+TEXT = b"text/plain; charset=utf-8"
+
+
+def refuse_other_routes(request: Request, path: bytes) -> bytes | None:
+    """The answer to anything but a POST to `path`, as Go's mux gave it (404 for another
+    path, 405 for another method); None for the one route served."""
+    if request.path != path:
+        request.setResponseCode(404)
+        return send(request, b"404 page not found\n", TEXT)
+    if request.method != b"POST":
+        request.setResponseCode(405)
+        request.setHeader(b"allow", b"POST")
+        return send(request, b"", TEXT)
+    return None
 
 
 class PortError(StatusPortError):
