@@ -8,6 +8,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from health_manager.contracts.hm9000.messages import Hm9000Contract
 from health_manager.contracts.hm9000.policy import INTERVAL_DEFAULTS
+from health_manager.leadership import SingleLeadership
+from health_manager.web.state_view import StateView
 from spec.unit.policy_rig import PolicyRig
 
 
@@ -181,3 +183,26 @@ class EvacuationAnnouncedTwiceTests(SynchronousTestCase):
         rig.heartbeat(rig.beat("g0", 0, state="EVACUATING"))
         rig.exited("g0", 0, reason="DEA_EVACUATION")
         self.assertEqual(indices(rig.starts()), [0])
+
+
+class OperatorViewTests(SynchronousTestCase):
+    """`dump` and `/v1/apps` (web/state_view.py) show crash counts and the next restart
+    with HM9000's CC as with HM 2.0's: both read the one policy's model."""
+
+    def test_crash_count_and_next_restart(self):
+        rig_ = rig()
+        rig_.desire(instances=2)
+        rig_.settle(rig_.beat("i0", 0), rig_.beat("g1", 1))
+        for crash in range(3):
+            rig_.exited(f"i{crash}", 0)
+            rig_.heartbeat(rig_.beat(f"i{crash + 1}", 0), rig_.beat("g1", 1))
+        rig_.exited("i3", 0)  # the 4th crash: its restart waits
+        view = StateView(rig_.config, rig_.scheduler, rig_.registry, rig_.metrics,
+                         rig_.desired, rig_.freshness, SingleLeadership(), rig_.bus,
+                         rig_.nudger, rig_.now())
+        detail = view.app_detail("app-1")
+        index0 = detail["versions"]["v1"][0]
+        self.assertEqual((index0["index"], index0["crash_count"]), (0, 4))
+        self.assertEqual(index0["next_restart_in"], 30)  # the 4th crash waits 30 s
+        self.assertEqual(detail["next_restart_in"], 30)
+        self.assertIn("restart in 30 s (crash 4)", index0["reason"])
