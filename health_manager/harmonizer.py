@@ -20,7 +20,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from health_manager.constants import CRASHED, FLAPPING, HIGH, LOW, NORMAL
+from health_manager.constants import CRASHED, FLAPPING, HIGH, LOW, NORMAL, STAGED
 from health_manager.durable import NothingDurable
 from health_manager.metrics import RealtimeTotals
 from health_manager.model.durable import CrashRecord
@@ -169,7 +169,7 @@ class Harmonizer:
             reason = f"version {version} is not the live version"
         elif held:
             reason = "another instance holds the index"
-        elif not droplet.wants(index):
+        elif not self._startable(droplet, index):
             reason = "the index is not wanted"
         else:
             return True
@@ -348,7 +348,7 @@ class Harmonizer:
             self.log.info("flapping restart dropped, instance forgotten: app_id={droplet} "
                           "index={index}", droplet=droplet.id, index=index)
             return
-        if not droplet.wants(index) or droplet.is_held(index, self._scheduler.now(),
+        if not self._startable(droplet, index) or droplet.is_held(index, self._scheduler.now(),
                                                        self._intervals.droplet_lost):
             # HM 2.0 sent it anyway (§5.14.7) and made a duplicate.
             self.log.info("flapping restart dropped, index no longer needs it: "
@@ -386,7 +386,8 @@ class Harmonizer:
         longer needs it: the droplet was forgotten, the index is no longer wanted, or an
         instance holds it now."""
         now = self._scheduler.now()
-        if (self._registry.get(droplet.id) is not droplet or not droplet.wants(index)
+        if (self._registry.get(droplet.id) is not droplet
+                or not self._startable(droplet, index)
                 or droplet.is_held(index, now, self._intervals.droplet_lost)):
             self.log.info("queued start ({reason}) no longer needed: app_id={droplet} "
                           "index={index}", reason=reason, droplet=droplet.id, index=index)
@@ -401,6 +402,13 @@ class Harmonizer:
         # judged missing again, however long the start waited in the queue.
         droplet.reset_missing_check(now)
         return StartOrder(droplet, droplet.live_version, index)
+
+    def _startable(self, droplet, index):
+        """Whether the CC wants `index` started and would act on a start of it now: with
+        HM9000's CC only while the app is staged (a PENDING app, restaging, is refused;
+        HM 2.0's CC started it on its previous droplet)."""
+        return droplet.wants(index) and (
+            not self._policy.start_only_staged_apps or droplet.package_state == STAGED)
 
     def _waits_for_index_zero(self, droplet, index, what):
         """HM9000's guard against restart storms of a broken app (HM9000.md §5.3): while the

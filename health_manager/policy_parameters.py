@@ -11,3 +11,5 @@ class PolicyParameters:
     # An instance heard EVACUATING gets a replacement at once, and is stopped (as a
     # duplicate) once the replacement runs.
     replace_evacuating_instances: bool = False
+    # Start an index only while the app's package is STAGED (not while it restages).
+    start_only_staged_apps: bool = False

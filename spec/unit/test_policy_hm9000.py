@@ -206,3 +206,22 @@ class OperatorViewTests(SynchronousTestCase):
         self.assertEqual(index0["next_restart_in"], 30)  # the 4th crash waits 30 s
         self.assertEqual(detail["next_restart_in"], 30)
         self.assertIn("restart in 30 s (crash 4)", index0["reason"])
+
+
+class RestagingTests(SynchronousTestCase):
+    """HM9000's CC refuses a start while the app's package is not STAGED (HM9000.md §1.4),
+    so a crash of a restaging (PENDING) app is not restarted; HM 2.0's CC started it on the
+    droplet it had."""
+
+    def crash_while_restaging(self, rig_):
+        rig_.desire(instances=2)
+        rig_.settle(rig_.beat("g0", 0), rig_.beat("g1", 1))
+        rig_.desire(instances=2, package_state="PENDING")
+        rig_.exited("g0", 0)
+        return rig_.starts()
+
+    def test_hm9000_waits_for_staging(self):
+        self.assertEqual(self.crash_while_restaging(rig()), [])
+
+    def test_hm2_restarts_on_the_old_droplet(self):
+        self.assertEqual(len(self.crash_while_restaging(PolicyRig())), 1)

@@ -25,4 +25,6 @@ POLICY = PolicyParameters(
     restart_only_index_zero_while_app_down=True,
     # DEAs of this era announce evacuation with EVACUATING heartbeats (§5.6).
     replace_evacuating_instances=True,
+    # Its CC refuses a start unless the package is STAGED (§1.4).
+    start_only_staged_apps=True,
 )
