@@ -134,14 +134,14 @@ def _ha(reactor, url, redis_url, scheduler, metrics, intervals, restore):
     from health_manager.ha.connection import RedisConnection
     from health_manager.ha.handover import Handover
     from health_manager.ha.journal import Journal
-    from health_manager.ha.lease import RedisLease
+    from health_manager.ha.lease import Lease
     from health_manager.ha.redis import RedisJournalStore, RedisLeaseStore
 
     config, _ = build_config({"mbus": url, "bulk_api": {"host": "http://127.0.0.1:1"},
                               "ha": {"redis": redis_url}}, {})
     ha = config.ha
     redis = RedisConnection(reactor, ha)
-    lease = RedisLease(RedisLeaseStore(redis, ha.key_prefix), reactor, "bench-hm",
+    lease = Lease(RedisLeaseStore(redis, ha.key_prefix), reactor, "bench-hm",
                        ha.lease_duration, ha.renew_deadline, ha.retry_period)
     journal = Journal(RedisJournalStore(redis, ha.key_prefix), scheduler, lease, intervals,
                       metrics, ha.retry_period)

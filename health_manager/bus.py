@@ -410,7 +410,11 @@ class NatsBus:
                               attempts=outage[1])
         else:
             self._outage.disconnected()
-            self.log.warn("NATS disconnected from {url}", url=self.server or self._safe_url)
+            if self._stopping:  # our own drain and close: nothing went wrong
+                self.log.info("NATS connection to {url} closed",
+                              url=self.server or self._safe_url)
+            else:
+                self.log.warn("NATS disconnected from {url}", url=self.server or self._safe_url)
             self.server = None
         for listener in list(self._listeners):
             try:

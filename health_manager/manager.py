@@ -28,7 +28,7 @@ from health_manager.ha.connection import RedisConnection
 from health_manager.ha.etcd import EtcdClient, EtcdJournalStore, EtcdLeaseStore
 from health_manager.ha.handover import Handover
 from health_manager.ha.journal import Journal
-from health_manager.ha.lease import RedisLease
+from health_manager.ha.lease import Lease
 from health_manager.ha.redis import RedisJournalStore, RedisLeaseStore
 from health_manager.harmonizer import Harmonizer
 from health_manager.interfaces import ILeadership
@@ -88,7 +88,7 @@ class Manager(MultiService):
         if config.ha is not None:
             ha = config.ha
             lease_store, journal_store = _ha_stores(reactor, ha)
-            self.lease = RedisLease(lease_store, reactor, self.component.uuid,
+            self.lease = Lease(lease_store, reactor, self.component.uuid,
                                     ha.lease_duration, ha.renew_deadline, ha.retry_period)
             self.journal = Journal(journal_store, self.scheduler, self.lease, intervals,
                                    self.metrics, ha.retry_period)

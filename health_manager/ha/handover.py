@@ -2,7 +2,7 @@
 
 A new leader must not act on an empty memory: it would restart what the last leader gave
 up on, start the flapping backoff over and repeat starts still coming up. So leading is
-in two steps: the lease is acquired (RedisLease), then the journal of crash records and
+in two steps: the lease is acquired (Lease), then the journal of crash records and
 start intents is loaded and merged into the model (Harmonizer.restore_crash_records); only
 then does `is_acting()` say yes. A load that fails (Redis gone again) is retried every
 `retry_period` while the lease is held.

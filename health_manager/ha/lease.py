@@ -1,4 +1,4 @@
-"""RedisLease: the ILeadership of a health manager among several on one lease store.
+"""Lease: the ILeadership of a health manager among several on one lease store.
 
 Every `retry_period` a standby tries to acquire the lease and the leader renews it. The
 leader acts only while its last successful renewal (timed from when that call was sent, on
@@ -49,7 +49,9 @@ class ILeaseStore(Interface):
 
 
 @implementer(ILeadership)
-class RedisLease:
+class Lease:
+    """This HM's leadership, held as a lease in an ILeaseStore (Redis or etcd)."""
+
     log = Logger()
 
     def __init__(self, store, clock, holder_id, lease_duration, renew_deadline, retry_period,

@@ -51,7 +51,7 @@ class InMemoryJournalStore:
 
 
 class FakeLease:
-    """The part of RedisLease the journal and the handover use, switched by hand."""
+    """The part of Lease the journal and the handover use, switched by hand."""
 
     def __init__(self, store):
         self._store = store

@@ -1,5 +1,5 @@
 """The etcd stores (ha/etcd.py) on task.Clock over an in-memory v2 keys API: the lease and
-its createdIndex epoch under RedisLease, and the journal's per-entry fence."""
+its createdIndex epoch under Lease, and the journal's per-entry fence."""
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,7 +10,7 @@ from zope.interface.verify import verifyObject
 from health_manager.config import build_config
 from health_manager.ha.etcd import EtcdJournalStore, EtcdLeaseStore, EtcdUnavailable, envelope
 from health_manager.ha.journal import IJournalStore, Journal
-from health_manager.ha.lease import LEADER, ILeaseStore, LeaseUnavailable, RedisLease
+from health_manager.ha.lease import LEADER, ILeaseStore, Lease, LeaseUnavailable
 from health_manager.metrics import Metrics
 from health_manager.model.durable import CrashRecord
 from health_manager.scheduler import Scheduler
@@ -31,7 +31,7 @@ def result(d):
 
 
 class Rig:
-    """One FakeEtcd, `count` HMs each with its own client, lease store and RedisLease."""
+    """One FakeEtcd, `count` HMs each with its own client, lease store and Lease."""
 
     def __init__(self, count=2, lease=LEASE):
         self.clock = task.Clock()
@@ -39,7 +39,7 @@ class Rig:
         self.etcd = FakeEtcd(self.clock)
         self.clients = [FakeEtcdClient(self.etcd) for _ in range(count)]
         self.stores = [EtcdLeaseStore(c, PREFIX) for c in self.clients]
-        self.leases = [RedisLease(s, self.clock, f"hm-{n}", lease, DEADLINE, RETRY,
+        self.leases = [Lease(s, self.clock, f"hm-{n}", lease, DEADLINE, RETRY,
                                   monotonic=self.clock.seconds)
                        for n, s in enumerate(self.stores)]
 

@@ -1,4 +1,4 @@
-"""RedisLease on task.Clock over an in-memory lease store: who acts, and when they stop."""
+"""Lease on task.Clock over an in-memory lease store: who acts, and when they stop."""
 
 from twisted.internet import defer, task
 from twisted.logger import LogLevel, globalLogPublisher
@@ -6,7 +6,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from health_manager.ha.lease import ILeaseStore, LeaseUnavailable, RedisLease
+from health_manager.ha.lease import ILeaseStore, Lease, LeaseUnavailable
 from health_manager.interfaces import ILeadership
 
 LEASE, DEADLINE, RETRY = 15, 10, 2
@@ -98,7 +98,7 @@ class Rig:
     def __init__(self, case, count=1):
         self.clock = task.Clock()
         self.store = MemoryLeaseStore(self.clock)
-        self.leases = [RedisLease(self.store, self.clock, f"hm-{n}", LEASE, DEADLINE, RETRY,
+        self.leases = [Lease(self.store, self.clock, f"hm-{n}", LEASE, DEADLINE, RETRY,
                                   monotonic=self.clock.seconds) for n in range(count)]
 
     def start(self):
@@ -117,7 +117,7 @@ class Rig:
 
 class LeaseTests(SynchronousTestCase):
     def test_provides_interfaces(self):
-        """RedisLease provides ILeadership; the memory store provides ILeaseStore."""
+        """Lease provides ILeadership; the memory store provides ILeaseStore."""
         rig = Rig(self)
         verifyObject(ILeadership, rig.leases[0])
         verifyObject(ILeaseStore, rig.store)

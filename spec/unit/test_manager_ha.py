@@ -9,7 +9,7 @@ from zope.interface.verify import verifyObject
 from health_manager.config import build_config
 from health_manager.constants import LOW
 from health_manager.ha.handover import Handover
-from health_manager.ha.lease import RedisLease
+from health_manager.ha.lease import Lease
 from health_manager.interfaces import ILeadership
 from health_manager.leadership import SingleLeadership
 from health_manager.manager import Manager
@@ -36,11 +36,11 @@ def start(droplet):
 
 class ManagerHaTests(SynchronousTestCase):
     def test_lease_is_the_leadership(self):
-        """With `ha`, the leadership is a RedisLease named by the component uuid, standby
+        """With `ha`, the leadership is a Lease named by the component uuid, standby
         until it holds the lease; /varz says so."""
         hm, _ = manager(ha=HA)
         self.assertIsInstance(hm.leadership, Handover)
-        self.assertIsInstance(hm.lease, RedisLease)
+        self.assertIsInstance(hm.lease, Lease)
         verifyObject(ILeadership, hm.leadership)
         self.assertEqual(hm.lease.holder_id, hm.component.uuid)
         self.assertFalse(hm.leadership.is_acting())
