@@ -14,6 +14,14 @@ Redis and the Handover that loads them before it acts; it answers `ping` only on
 acts. `lease` leaves the journal out (persistence off: the lease gates the Nudger and
 nothing is written), for the benchmarks that compare the two. `report` then also gives
 the journal's /varz counters.
+
+`python -m bench.hm_process --hm9000 TLS_DIR DROPLET_LOST NATS_URL INSTANCES [PROBES]`: the
+same HM speaking HM9000's contract (cc_protocol: hm9000), with the Manager's Hm9000Servers:
+the heartbeat ledger, the NATS app-state API, `POST /bulk_app_state` and the mutual-TLS
+heartbeat listener (certificates in TLS_DIR, as health_manager.testing.tls makes them), on
+free loopback ports that `ping` answers with (`api_port`, `heartbeat_port`). DROPLET_LOST
+is the window after which the actual state is fresh (the app-state API answers `{}`
+before).
 """
 
 import sys
@@ -30,7 +38,9 @@ PROGRESS_TICK = 0.01
 
 
 class HmProcess:
-    def __init__(self, reactor, url, instances, probes, redis_url=None, durable="journal"):
+    def __init__(self, reactor, url, instances, probes, redis_url=None, durable="journal",
+                 hm9000=None):
+        """`hm9000`: (TLS_DIR, DROPLET_LOST) to speak HM9000's contract."""
         from health_manager.bus import NatsBus
         from health_manager.gc_policy import GcPolicy
         from health_manager.metrics import Metrics
@@ -40,7 +50,9 @@ class HmProcess:
         self.gc_policy.install()  # as the Manager does at start
         self._reactor = reactor
         self.bus = NatsBus(reactor, url, name="bench-hm")
-        config = bench_config(url)
+        config = (bench_config(url) if hm9000 is None
+                  else bench_config(url, hm9000=True, tls_dir=hm9000[0],
+                                droplet_lost=float(hm9000[1])))
         metrics = Metrics()
         scheduler = Scheduler(reactor, on_run=metrics.observe_run)  # as the Manager's
         self.lease = self.leadership = journal = None
@@ -53,7 +65,8 @@ class HmProcess:
             elif durable != "journal":
                 raise SystemExit(f"journal or lease, not {durable!r}")
         self.core = Core(config, reactor, self.bus, leadership=self.leadership,
-                         durable=journal, scheduler=scheduler, metrics=metrics)
+                         durable=journal, scheduler=scheduler, metrics=metrics,
+                         reactor=reactor)
         self.core.load_desired(Fleet(instances), probes)
         self.samples = []
         self.stalls = StallMonitor(reactor)
@@ -66,6 +79,11 @@ class HmProcess:
         if self.lease is not None:
             self.lease.start()
         self.core.actual_state.subscribe()
+        servers = self.core.servers
+        if servers is not None:
+            servers.subscribe()
+            for service in servers.services:
+                service.startService()
         self.bus.subscribe(CONTROL_SUBJECT, self._on_control)
         self.core.harmonizer.prepare()
         self.core.scheduler.start()
@@ -88,7 +106,10 @@ class HmProcess:
         if (command == "ping" and self.leadership is not None
                 and not self.leadership.is_acting()):
             return  # not ready (no lease yet, or the journal not loaded): pinged again
-        if command == "stalls":
+        servers = self.core.servers
+        if command == "ping" and servers is not None:
+            reply = {"api_port": servers.api.port, "heartbeat_port": servers.listener.port}
+        elif command == "stalls":
             self.stalls.start()
             reply = {}
         elif command == "report":
@@ -112,6 +133,11 @@ class HmProcess:
                 "ha_fenced_writes_refused": metrics.ha_fenced_writes_refused,
                 "ha_record_write_failures": metrics.ha_record_write_failures,
             }
+            if servers is not None:
+                counters = metrics.hm9000
+                reply["https_heartbeats_relayed"] = counters.https_heartbeats_relayed
+                reply["https_rejected"] = sum(counters.https_heartbeats_rejected.values())
+                reply["https_tls_failures"] = counters.https_tls_failures
         elif command == "gc_sweep":
             # The cyclic garbage the GC policy kept frozen over the run, and what the
             # one full collection that frees it costs.
@@ -148,11 +174,14 @@ def _ha(reactor, url, redis_url, scheduler, metrics, intervals, restore):
     return lease, journal, Handover(lease, journal, restore, scheduler, ha.retry_period)
 
 
-def main(url, instances, probes=0, redis_url=None, durable="journal"):
+def main(url, instances, probes=0, redis_url=None, durable="journal", hm9000=None):
     reactor = install_asyncio_reactor()
-    HmProcess(reactor, url, int(instances), int(probes), redis_url, durable).start()
+    HmProcess(reactor, url, int(instances), int(probes), redis_url, durable, hm9000).start()
     reactor.run()
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    if sys.argv[1] == "--hm9000":
+        main(*sys.argv[4:7], hm9000=(sys.argv[2], sys.argv[3]))
+    else:
+        main(*sys.argv[1:6])

@@ -108,10 +108,11 @@ def measure(instances, messages, redis_url=None):
     return asyncio.run(_one_run(instances, messages, redis_url))
 
 
-def split(instances):
+def split(instances, mode="hm2"):
     """In-process µs per instance-heartbeat: decode (the typed msgspec decode with its
     checks) and the whole handler; model update = handler - decode. Best of SPLIT_REPEATS
-    passes over the fleet."""
+    passes over the fleet. `mode` hm9000: the handler also feeds the HM9000 heartbeat
+    ledger (unchanged lists, as in steady state)."""
     from twisted.internet.task import Clock
 
     from bench.workload import Core, Fleet, bench_config
@@ -121,7 +122,7 @@ def split(instances):
 
     fleet = Fleet(instances)
     clock = Clock()
-    core = Core(bench_config(), clock, InMemoryBus(clock))
+    core = Core(bench_config(hm9000=mode == "hm9000"), clock, InMemoryBus(clock))
     core.load_desired(fleet)
     messages = [BusMessage("dea.heartbeat", data) for data in fleet.heartbeats()]
     handler = core.actual_state.on_heartbeat
@@ -169,6 +170,6 @@ def run(size):
 
 if __name__ == "__main__":
     if sys.argv[1] == "split":
-        emit(split(int(sys.argv[2])))
+        emit(split(int(sys.argv[2]), *sys.argv[3:4]))
     else:
         print(json.dumps(run(sys.argv[1]), indent=1))

@@ -1,4 +1,5 @@
-"""Workload 4: crash → `health.start` latency, at idle and under ingest load.
+"""Workload 4: crash → `health.start` latency, at idle and under ingest load (and crash →
+`hm9000.start` with HM9000's contract, for bench.hm9000).
 
 nats-server, the HM (bench.hm_process, fleet of FLEET instances with desired state) and a
 heartbeat publisher process: at idle it plays the fleet's normal traffic (every instance
@@ -28,6 +29,7 @@ from bench.workload import (
     probe_id,
     probe_version,
 )
+from health_manager.contracts.hm2.messages import START_SUBJECT
 from health_manager.simulation.nats_server import NatsServer
 
 FLEET = 20_000
@@ -56,11 +58,17 @@ def crash(number, timestamp=1378337201):
         "cc_partition": "default"})
 
 
-async def _one_run(crashes, load, redis_url=None, durable="journal"):
-    intervals = bench_config().intervals
+async def _one_run(crashes, load, redis_url=None, durable="journal", tls_dir=None):
+    config = bench_config(hm9000=tls_dir is not None)
+    intervals = config.intervals
+    subject = START_SUBJECT if tls_dir is None else config.hm9000.start_subject
     server = NatsServer(die_with_parent=True).start()
-    hm = spawn_child("bench.hm_process", server.url, FLEET, crashes,
-                     *([redis_url, durable] if redis_url else []))
+    if tls_dir is None:
+        hm = spawn_child("bench.hm_process", server.url, FLEET, crashes,
+                         *([redis_url, durable] if redis_url else []))
+    else:
+        hm = spawn_child("bench.hm_process", "--hm9000", tls_dir, intervals.droplet_lost,
+                         server.url, FLEET, crashes)
     publisher = None
     try:
         client = await nats.connect(server.url, name="bench-latency")
@@ -78,7 +86,7 @@ async def _one_run(crashes, load, redis_url=None, durable="journal"):
             if droplet in sent and droplet not in latencies:
                 latencies[droplet] = now - sent[droplet]
 
-        await client.subscribe("health.start", cb=on_start)
+        await client.subscribe(subject, cb=on_start)
         await client.flush()
         started = time.perf_counter()
         for number in range(crashes):
@@ -102,7 +110,7 @@ async def _one_run(crashes, load, redis_url=None, durable="journal"):
         server.stop()
     values = sorted(latencies.values())
     return {
-        "crashes": crashes, "answered": len(values), "load": load,
+        "crashes": crashes, "answered": len(values), "load": load, "subject": subject,
         "p50": percentile(values, 0.50), "p99": percentile(values, 0.99),
         "max": values[-1] if values else 0.0,
         "max_starts_per_window": max_in_window(sorted(arrivals), intervals.request_queue),
@@ -115,10 +123,11 @@ async def _one_run(crashes, load, redis_url=None, durable="journal"):
     }
 
 
-def measure(crashes, load, redis_url=None, durable="journal"):
+def measure(crashes, load, redis_url=None, durable="journal", tls_dir=None):
     """`redis_url`: the HM is an HA leader holding a lease in that Redis, with its journal
-    (`durable` "journal") or without ("lease")."""
-    return asyncio.run(_one_run(crashes, load, redis_url, durable))
+    (`durable` "journal") or without ("lease"). `tls_dir`: the HM speaks HM9000's contract
+    (bench.hm_process --hm9000), so the crash is answered by `hm9000.start`."""
+    return asyncio.run(_one_run(crashes, load, redis_url, durable, tls_dir))
 
 
 def run(size):

@@ -12,7 +12,10 @@ import sys
 from bench.common import emit, median, rss_bytes, run_child
 
 
-def child(instances):
+def child(instances, mode="hm2", rounds=1):
+    """`mode` hm9000: the HM speaks HM9000's contract, so its heartbeat ledger also keeps
+    every DEA's latest entries. `rounds` > 1: every DEA heartbeats again, so what is kept
+    from the later rounds' freshly decoded strings is counted too (the steady state)."""
     from twisted.internet.task import Clock
 
     from bench.workload import Core, Fleet, bench_config
@@ -21,7 +24,7 @@ def child(instances):
 
     fleet = Fleet(instances)
     clock = Clock()
-    core = Core(bench_config(), clock, InMemoryBus(clock))
+    core = Core(bench_config(hm9000=mode == "hm9000"), clock, InMemoryBus(clock))
     gc.collect()
     before = rss_bytes()
     apps = list(fleet.desired_apps())
@@ -30,11 +33,13 @@ def child(instances):
         core.registry.apply_desired(app, now)
     del apps
     handler = core.actual_state.on_heartbeat
-    for dea in range(fleet.deas):
-        handler(BusMessage("dea.heartbeat", fleet.heartbeat(dea)))
+    for _ in range(rounds):
+        for dea in range(fleet.deas):
+            handler(BusMessage("dea.heartbeat", fleet.heartbeat(dea)))
     gc.collect()
     grown = rss_bytes() - before
-    emit({"instances": instances, "tracked": core.metrics.instance_heartbeats_received,
+    emit({"instances": instances, "mode": mode, "rounds": rounds,
+          "tracked": core.metrics.instance_heartbeats_received // rounds,
           "rss_growth": grown, "bytes_per_instance": grown / instances})
 
 
@@ -51,4 +56,4 @@ def run(size):
 
 
 if __name__ == "__main__":
-    child(int(sys.argv[1]))
+    child(int(sys.argv[1]), *sys.argv[2:3], *map(int, sys.argv[3:4]))

@@ -11,7 +11,7 @@ import os
 import platform
 import time
 
-from bench import analysis, desired, ingest, latency, memory
+from bench import analysis, desired, hm9000, ingest, latency, memory
 
 BENCHMARKS = {
     "ingest": ingest.run,
@@ -19,6 +19,7 @@ BENCHMARKS = {
     "desired": desired.run,
     "latency": latency.run,
     "memory": memory.run,
+    "hm9000": hm9000.run,
 }
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -97,9 +98,46 @@ def summary(results):
             rows.append((f"Memory, {row['instances']:,} instances", "≤ 1 KiB RSS/instance",
                          f"{row['bytes_per_instance']:.0f} B/instance",
                          _verdict(row["bytes_per_instance"] <= 1024)))
+    if "hm9000" in results:
+        rows += hm9000_rows(results["hm9000"])
     lines = ["| workload | target | measured (median) | verdict |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     return "\n".join(lines)
+
+
+def hm9000_rows(figures):
+    """The HM9000 contract's rows (issue 19), each beside the NATS or hm2 figure of the
+    same run."""
+    rows = []
+    https, bus = figures["ingest"]["https"], figures["ingest"]["nats"]
+    rows.append((f"HM9000: heartbeat ingest over HTTPS, {https['deas']} DEAs × "
+                 f"{https['entries']} entries (relayed on NATS)", "report, beside NATS",
+                 f"HTTPS {https['rate'] / 1e3:.0f}k/s, {https['cpu_s_per_million']:.1f} CPU s"
+                 f" per million; NATS {bus['rate'] / 1e3:.0f}k/s, "
+                 f"{bus['cpu_s_per_million']:.1f} CPU s per million", "–"))
+    api = figures["api"]
+    for row in api["sets"]:
+        rows.append((f"HM9000: POST /bulk_app_state, {row['apps']} apps at "
+                     f"{api['instances']:,} instances", "report, beside app.state.bulk",
+                     f"HTTP p50 {row['http_p50'] * 1e3:.1f} ms, p99 "
+                     f"{row['http_p99'] * 1e3:.1f} ms; NATS p50 {row['nats_p50'] * 1e3:.1f}"
+                     f" ms, p99 {row['nats_p99'] * 1e3:.1f} ms",
+                     "every app answered" if row["complete"] else "INCOMPLETE"))
+    ours, hm2 = figures["latency"]["hm9000"], figures["latency"]["hm2"]
+    rows.append((f"HM9000: crash → {ours['subject']}, idle ({ours['crashes']} crashes)",
+                 "p99 < 5 ms (HM9000: up to 60 s)",
+                 f"p50 {ours['p50'] * 1e3:.1f} ms, p99 {ours['p99'] * 1e3:.1f} ms, answered "
+                 f"{ours['answered']}/{ours['crashes']}; {hm2['subject']} p99 "
+                 f"{hm2['p99'] * 1e3:.1f} ms",
+                 _verdict(ours["p99"] < 0.005 and ours["answered"] == ours["crashes"])))
+    memory_rows = figures["memory"]
+    ours, hm2 = memory_rows["hm9000"], memory_rows["hm2"]
+    rows.append((f"HM9000: memory, {ours['instances']:,} instances, steady state",
+                 "≤ 1 KiB RSS/instance",
+                 f"{ours['bytes_per_instance']:.0f} B/instance (hm2 mode "
+                 f"{hm2['bytes_per_instance']:.0f} B)",
+                 _verdict(ours["bytes_per_instance"] <= 1024)))
+    return rows
 
 
 def scaling(results):

@@ -10,6 +10,8 @@ import orjson
 
 from health_manager.actual_state import ActualState
 from health_manager.config import build_config
+from health_manager.contracts.hm9000.servers import Hm9000Servers
+from health_manager.contracts.selection import contract_for
 from health_manager.freshness import ActualFreshness
 from health_manager.harmonizer import Harmonizer
 from health_manager.metrics import Metrics
@@ -93,13 +95,31 @@ class Fleet:
             yield self.heartbeat(dea)
 
 
-def bench_config(mbus="nats://127.0.0.1:4222", **intervals):
-    config, _warnings = build_config({
+HM9000_API_USER = "bench"
+HM9000_API_PASSWORD = "bench"
+
+
+def bench_config(mbus="nats://127.0.0.1:4222", hm9000=False, tls_dir=None, **intervals):
+    """HM 2.0's contract, or with `hm9000` HM9000's, its app-state API on a free loopback
+    port and, with `tls_dir` (health_manager.testing.tls.tls_files there), its HTTPS
+    heartbeat listener on another."""
+    raw = {
         "mbus": mbus,
         "bulk_api": {"host": "http://127.0.0.1:1"},
         "status": {"user": "bench", "password": "bench"},
         "intervals": intervals,
-    }, {})
+    }
+    if hm9000:
+        raw["cc_protocol"] = "hm9000"
+        raw["bulk_api"].update(user="bench", password="bench")
+        raw["hm9000"] = section = {
+            "api_port": 0, "api_address": "127.0.0.1", "api_user": HM9000_API_USER,
+            "api_password": HM9000_API_PASSWORD}
+        if tls_dir is not None:
+            section.update(heartbeat_port=0, heartbeat_address="127.0.0.1", ssl={
+                "cert_file": f"{tls_dir}/server_cert.pem",
+                "key_file": f"{tls_dir}/server_key.pem", "ca_file": f"{tls_dir}/ca_file.pem"})
+    config, _warnings = build_config(raw, {})
     return config
 
 
@@ -107,10 +127,12 @@ class Core:
     """The HM core the benchmarks drive: registry, ActualState, Harmonizer and Nudger,
     wired as the Manager wires them, with a desired state that is always fresh.
     `durable`: the IDurableState the Nudger and Harmonizer record to (an HA journal, built
-    beforehand on the `scheduler` and `metrics` passed in)."""
+    beforehand on the `scheduler` and `metrics` passed in). With `config.hm9000` it speaks
+    HM9000's contract and, as the Manager, builds Hm9000Servers (`servers`: the ledger
+    ActualState feeds, the app-state API, the HTTPS listener) on `reactor`."""
 
     def __init__(self, config, clock, bus, leadership=None, durable=None, scheduler=None,
-                 metrics=None):
+                 metrics=None, reactor=None):
         self.config = config
         self.bus = bus
         self.scheduler = scheduler if scheduler is not None else Scheduler(clock)
@@ -118,15 +140,24 @@ class Core:
         self.registry = DropletRegistry()
         self.desired_state = FakeDesiredState()
         intervals = config.intervals
+        contract = contract_for(config)
         self.nudger = Nudger(self.scheduler, bus, self.metrics, intervals.queue_batch_size,
                              intervals.request_queue, leadership=leadership,
-                             durable=durable)
+                             durable=durable, contract=contract)
         self.freshness = ActualFreshness(self.scheduler, intervals.droplet_lost)
         self.harmonizer = Harmonizer(config, self.scheduler, self.registry, self.nudger,
                                      self.desired_state, self.freshness, self.metrics,
-                                     durable=durable)
-        self.actual_state = ActualState(config, bus, self.registry, self.harmonizer,
-                                        self.freshness, self.metrics, self.scheduler)
+                                     durable=durable, policy=contract.policy)
+        self.servers = None
+        if config.hm9000 is not None:
+            self.servers = Hm9000Servers(
+                config.hm9000, clock if reactor is None else reactor, clock, bus,
+                self.registry, self.freshness, self.metrics, intervals.droplet_lost,
+                intervals.flapping_timeout)
+        self.actual_state = ActualState(
+            config, bus, self.registry, self.harmonizer, self.freshness, self.metrics,
+            self.scheduler, heartbeat_observer=(
+                None if self.servers is None else self.servers.ledger.on_heartbeat))
 
     def load_desired(self, fleet, probes=0):
         now = self.scheduler.now()

@@ -75,6 +75,37 @@ class BenchSmokeTests(unittest.SynchronousTestCase):
             self.assertGreaterEqual(row["p99"], row["p50"])
             self.assertLessEqual(row["max_starts_per_window"], row["queue_batch_size"])
 
+    def test_hm9000(self):
+        """HM9000's contract (issue 19): both ingest paths count every instance-heartbeat
+        (every HTTPS one answered 202 and relayed), both app-state APIs answer every app
+        asked with its instances, every crash gets its hm9000.start (and health.start in
+        the hm2 run beside it), and memory is measured in both modes."""
+        figures = self.results["hm9000"]
+        for path in ("https", "nats"):
+            row = figures["ingest"][path]
+            run = row["runs"][0]
+            self.assertEqual(run["instance_heartbeats"], run["messages_sent"] * 100)
+            self.assertGreater(row["rate"], 0)
+            self.assertGreater(row["cpu_s_per_million"], 0)
+        https = figures["ingest"]["https"]["runs"][0]
+        self.assertEqual(https["statuses"], {"202": https["messages_sent"]})
+        self.assertEqual(https["https_relayed"], https["messages_sent"])
+        self.assertEqual(https["https_tls_failures"], 0)
+        self.assertEqual([row["apps"] for row in figures["api"]["sets"]], [1, 50, 500])
+        for row in figures["api"]["sets"]:
+            self.assertTrue(row["complete"])
+            self.assertGreaterEqual(row["http_p99"], row["http_p50"])
+            self.assertGreater(row["nats_p50"], 0)
+        for mode, subject in (("hm9000", "hm9000.start"), ("hm2", "health.start")):
+            row = figures["latency"][mode]
+            self.assertEqual(row["subject"], subject)
+            self.assertEqual(row["answered"], row["crashes"])
+            self.assertGreaterEqual(row["p99"], row["p50"])
+        for mode in ("hm9000", "hm2"):
+            row = figures["memory"][mode]
+            self.assertEqual(row["runs"][0]["tracked"], row["instances"])
+            self.assertGreater(row["bytes_per_instance"], 0)
+
     def test_memory(self):
         """Memory is measured per tracked instance, and every instance is tracked."""
         row = self.results["memory"][0]

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
+from health_manager.constants import RUNNING
 from health_manager.contracts.hm9000.app_state import (
     NOT_DESIRED,
     AppStateQuery,
@@ -38,7 +39,8 @@ class Hm9000Rig(PolicyRig):
         super().__init__(heartbeat_observer=lambda dea, beats: self.ledger.on_heartbeat(
             dea, beats), **options)
         self.counters = Metrics().enable_hm9000()
-        self.ledger = HeartbeatLedger(self.clock, self.intervals.droplet_lost, self.counters)
+        self.ledger = HeartbeatLedger(self.clock, self.intervals.droplet_lost, self.counters,
+                                      self.registry)
         self.renderer = AppStateRenderer(self.registry, self.ledger, self.freshness,
                                          self.clock, self.intervals.flapping_timeout)
         self.api = NatsAppStateApi(self.bus, self.renderer, self.clock, self.counters,
@@ -156,6 +158,49 @@ entry = st.fixed_dictionaries({
     "index": st.integers(min_value=0, max_value=3),
     "state": st.sampled_from(["STARTING", "RUNNING", "CRASHED", "EVACUATING", "STOPPED"]),
     "state_timestamp": st.floats(min_value=0, max_value=2e9)})
+class LedgerMemoryTests(SynchronousTestCase):
+    """The ledger keeps no string of its own where the model holds an equal one, and a
+    DEA's unchanged list is not kept again."""
+
+    def setUp(self):
+        self.rig = Hm9000Rig()
+        self.droplet = self.rig.desire("app-1", instances=2, version="v1")
+
+    def held(self, dea="dea-1"):
+        return dict(self.rig.ledger.present())[dea]
+
+    def test_entries_share_the_models_strings(self):
+        rig = self.rig
+        rig.heartbeat(rig.beat("g0", 0, ts=5.0), rig.beat("g1", 1, ts=5.0),
+                      rig.beat("x", 0, droplet="app-2", version="w", ts=5.0))
+        first, second, other = self.held()
+        slots = self.droplet.versions["v1"]
+        for beat, index in ((first, 0), (second, 1)):
+            self.assertIs(beat.droplet, self.droplet.id)
+            self.assertIs(beat.version, self.droplet.live_version)
+            self.assertIs(beat.instance, slots[index].guid)
+            self.assertIs(beat.state, RUNNING)
+        # Not desired: the registry's id (the model made its droplet from this entry).
+        self.assertIs(other.droplet, rig.registry.get("app-2").id)
+        self.assertEqual((other.version, other.instance), ("w", "x"))
+        self.assertEqual(rig.listed(), [("dea-1", "g0", 0, "RUNNING"),
+                                        ("dea-1", "g1", 1, "RUNNING")])
+
+    def test_an_unchanged_list_keeps_the_entries_held(self):
+        rig = self.rig
+        rig.heartbeat(rig.beat("g0", 0, ts=5.0), rig.beat("g1", 1, ts=5.0))
+        held = self.held()
+        rig.advance(10)
+        rig.heartbeat(rig.beat("g0", 0, ts=5.0), rig.beat("g1", 1, ts=5.0))
+        self.assertIs(self.held(), held)
+        rig.advance(TTL - 1)  # heard 10 s later: still present
+        self.assertEqual(len(rig.listed()), 2)
+        rig.heartbeat(rig.beat("g0", 0, ts=5.0), rig.beat("g1", 1, state="CRASHED", ts=7.0))
+        self.assertIsNot(self.held(), held)
+        self.assertEqual(rig.listed(), [("dea-1", "g0", 0, "RUNNING"),
+                                        ("dea-1", "g1", 1, "CRASHED")])
+
+
 event = st.one_of(
     st.tuples(st.just("beat"), st.sampled_from(["d1", "d2", "d3"]),
               st.lists(entry, max_size=5)),
@@ -171,9 +216,10 @@ class LedgerPropertyTests(SynchronousTestCase):
         (droplet, version) are those of the latest heartbeat of each DEA heard within
         droplet_lost, in a state the DEAs of the era send, and nothing else."""
         clock = task.Clock()
-        ledger = HeartbeatLedger(clock, TTL, Hm9000Counters())
-        latest = {}
         rig = Hm9000Rig(clock=clock)  # only for its beat decoding: the real ingest
+        # The rig's registry has none of these droplets: entries keep interned strings.
+        ledger = HeartbeatLedger(clock, TTL, Hm9000Counters(), rig.registry)
+        latest = {}
         for kind, *args in events + [("ask", "a", "v1"), ("ask", "b", "v2")]:
             if kind == "beat":
                 dea, entries = args

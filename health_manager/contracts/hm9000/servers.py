@@ -30,7 +30,7 @@ class Hm9000Servers:
                  registry: DropletRegistry, freshness: ActualFreshness, metrics: Metrics,
                  droplet_lost: float, flapping_timeout: float) -> None:
         counters = metrics.enable_hm9000()
-        self.ledger = HeartbeatLedger(clock, droplet_lost, counters)
+        self.ledger = HeartbeatLedger(clock, droplet_lost, counters, registry)
         renderer = AppStateRenderer(registry, self.ledger, freshness, clock,
                                     flapping_timeout)
         self.nats_api = NatsAppStateApi(bus, renderer, reactor, counters)
