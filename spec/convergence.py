@@ -329,6 +329,9 @@ class ConvergenceRun:
         self.hm_generation = 0
         self.versions = 1
         self.silent_deaths = {}  # (app, index) -> when an instance of it vanished silently
+        # (app, index) -> when an instance of it began to evacuate, which its DEA tells
+        # only in its next heartbeat.
+        self.evacuations = {}
         intervals = self.intervals = convergence_config(spec.cc_protocol,
                                                         self.foundation.cc).intervals
         # How long the health manager may take to notice a silent death: droplet_lost with
@@ -489,6 +492,9 @@ class ConvergenceRun:
             if fault == "evacuate" and self.spec.cc_protocol == HM9000:
                 # The HM9000 era's DEAs: EVACUATING heartbeats, until Jun 2016 with exits.
                 how = rng.choice((EVACUATE_BY_HEARTBEATS, EVACUATE_BY_EXITS_AND_HEARTBEATS))
+                for instance in dea.live_instances():
+                    self.evacuations[(instance.droplet, instance.index)] = (
+                        self.clock.seconds())
                 dea.evacuate_with_heartbeats(
                     self.scenario.evacuation_timeout,
                     announce_exits=how == EVACUATE_BY_EXITS_AND_HEARTBEATS)
@@ -565,8 +571,8 @@ class ConvergenceRun:
     def _check_stop(self, message):
         """No stop may name the only running instance of an index that should run, unless
         the health manager could not know: the other instance vanished silently less than
-        a detection time ago, or its exit, or the app's droplet.updated, is still held back
-        by the bus. HM9000's CC executes a stop with `is_duplicate: true` whatever it
+        a detection time ago, or began to evacuate and its DEA has not yet said so in a
+        heartbeat, or its exit, or the app's droplet.updated, is still held back by the bus. HM9000's CC executes a stop with `is_duplicate: true` whatever it
         names (and refuses any other stop of a wanted instance), so there the rule is
         that no `is_duplicate` stop names the only running instance of its index."""
         try:
@@ -591,6 +597,8 @@ class ConvergenceRun:
             now = self.clock.seconds()
             unknowable = (now - self.silent_deaths.get((guid, index), -math.inf)
                           <= self.detection_time
+                          or now - self.evacuations.get((guid, index), -math.inf)
+                          <= self.scenario.heartbeat_interval + MAX_MESSAGE_DELAY
                           or self.bus.late.get((guid, index), -math.inf) >= now
                           or self.bus.late_updates.get(guid, -math.inf) >= now)
             if not others and not unknowable:

@@ -119,6 +119,11 @@ class ConvergenceTests(SynchronousTestCase):
                             ha=True, cc_protocol=HM9000))
     @example(FoundationSpec(seed=25, apps=40, instances=4, deas=4, fault_interval=0.5,
                             ha=True, cc_protocol=HM9000))
+    # A duplicate stopped in favour of an instance whose evacuation its DEA had not yet
+    # heartbeated: the HM could not know.
+    @example(FoundationSpec(seed=19349, apps=114, instances=2, deas=2, crashy=0.0,
+                            flapping=0.0, missing=0.0, chaos=20.0, fault_interval=0.25,
+                            hm_delay=1.0, cc_protocol=HM9000))
     def test_every_hm9000_foundation_heals(self, spec):
         """The same with HM9000's CC: healed within the bound, no `is_duplicate` stop of a
         sole instance, refused only where the CC changed an app, and crash loops restarted
