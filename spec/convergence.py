@@ -572,9 +572,10 @@ class ConvergenceRun:
         """No stop may name the only running instance of an index that should run, unless
         the health manager could not know: the other instance vanished silently less than
         a detection time ago, or began to evacuate and its DEA has not yet said so in a
-        heartbeat, or its exit, or the app's droplet.updated, is still held back by the bus. HM9000's CC executes a stop with `is_duplicate: true` whatever it
-        names (and refuses any other stop of a wanted instance), so there the rule is
-        that no `is_duplicate` stop names the only running instance of its index."""
+        heartbeat, or its exit, or the app's droplet.updated, is still held back by the
+        bus. HM9000's CC executes a stop with `is_duplicate: true` whatever it names (and
+        refuses any other stop of a wanted instance), so there the rule is that no
+        `is_duplicate` stop names the only running instance of its index."""
         try:
             payload = orjson.loads(message.data)
         except orjson.JSONDecodeError:
