@@ -6,8 +6,9 @@ heartbeat publisher process: at idle it plays the fleet's normal traffic (every 
 every 10 s), under load LOAD_RATE instance-heartbeats/s. This process publishes CRASHED
 `droplet.exited` messages at CRASH_RATE per second (below the rate limit of
 `queue_batch_size` per `request_queue`) and times each until its `health.start` arrives,
-on one monotonic clock. The crashing apps are probes whose package is PENDING, so no
-missing-instance start of the analysis can be mistaken for a crash restart. Also reported:
+on one monotonic clock. The crashing apps are probes whose package is PENDING (with
+HM9000's contract: STAGED, and the actual state never fresh), so no missing-instance start
+of the analysis can be mistaken for a crash restart. Also reported:
 the most starts seen in any `request_queue` window (must stay ≤ `queue_batch_size`).
 """
 
@@ -37,6 +38,7 @@ LOAD_RATE = 100_000  # instance-heartbeats/s: 40 % of the ingest target
 IDLE_RATE = FLEET / 10  # each instance heartbeats every 10 s, as DEAs do
 CRASH_RATE = 30.0
 SETTLE = 3.0
+NEVER_FRESH = 3600.0  # droplet_lost of an hm9000 run: longer than any run
 
 
 def max_in_window(times, window):
@@ -67,7 +69,9 @@ async def _one_run(crashes, load, redis_url=None, durable="journal", tls_dir=Non
         hm = spawn_child("bench.hm_process", server.url, FLEET, crashes,
                          *([redis_url, durable] if redis_url else []))
     else:
-        hm = spawn_child("bench.hm_process", "--hm9000", tls_dir, intervals.droplet_lost,
+        # The probes are STAGED here (workload.Fleet.probe_apps): an actual state that
+        # never becomes fresh within the run keeps the missing check from starting them.
+        hm = spawn_child("bench.hm_process", "--hm9000", tls_dir, NEVER_FRESH,
                          server.url, FLEET, crashes)
     publisher = None
     try:
