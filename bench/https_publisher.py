@@ -19,9 +19,8 @@ import sys
 import time
 
 import nats
-import orjson
 
-from bench.publisher import WINDOW
+from bench.publisher import WINDOW, HmProgress
 from bench.workload import Fleet
 
 PATH = b"/dea/heartbeat"
@@ -58,20 +57,12 @@ async def publish(url, port, tls_dir, instances, messages):
     requests = [request(body, port) for body in fleet.heartbeats()]
     context = client_context(tls_dir)
     client = await nats.connect(url, name="bench-https-publisher", max_reconnect_attempts=0)
-    processed = 0
-    advanced = asyncio.Event()
-
-    async def on_progress(msg):
-        nonlocal processed
-        processed = orjson.loads(msg.data)["msgs"]
-        advanced.set()
-
-    await client.subscribe("bench.progress", cb=on_progress)
-    await client.flush()
+    progress = HmProgress()
+    await progress.watch(client)
     connections = [await asyncio.open_connection("127.0.0.1", port, ssl=context,
                                                  server_hostname="127.0.0.1")
                    for _ in requests]
-    baseline = processed
+    progress.count_from_now()
     sent = 0
     statuses = {}
     started = time.perf_counter()
@@ -79,12 +70,8 @@ async def publish(url, port, tls_dir, instances, messages):
     async def dea(number, reader, writer):
         nonlocal sent
         while sent < messages:
-            while sent - (processed - baseline) >= WINDOW:
-                advanced.clear()
-                try:
-                    await asyncio.wait_for(advanced.wait(), 1.0)
-                except asyncio.TimeoutError:
-                    pass
+            while progress.in_flight(sent) >= WINDOW:
+                await progress.advance()
             if sent >= messages:
                 return
             sent += 1

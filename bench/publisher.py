@@ -22,21 +22,47 @@ WINDOW = 64  # messages in flight (~1.5 MB): a few ms of HM work, well below any
 PACE_TICK = 0.01
 
 
+class HmProgress:
+    """How far the HM child is behind the heartbeats sent to it: it reports the messages
+    it has processed on `bench.progress`, counted from when watching began."""
+
+    def __init__(self):
+        self._processed = 0
+        self._baseline = 0
+        self._advanced = asyncio.Event()
+
+    async def watch(self, client):
+        await client.subscribe("bench.progress", cb=self._on_progress)
+        await client.flush()
+
+    def count_from_now(self):
+        """Count in flight from here: what the HM processed before is not ours."""
+        self._baseline = self._processed
+
+    async def _on_progress(self, msg):
+        self._processed = orjson.loads(msg.data)["msgs"]
+        self._advanced.set()
+
+    def in_flight(self, sent):
+        """Messages of the `sent` ones the HM has not processed yet."""
+        return sent - (self._processed - self._baseline)
+
+    async def advance(self):
+        """Wait until the HM reports progress (at most a second: a report may be lost)."""
+        self._advanced.clear()
+        try:
+            await asyncio.wait_for(self._advanced.wait(), 1.0)
+        except asyncio.TimeoutError:
+            pass
+
+
 async def publish(url, instances, messages, rate):
     fleet = Fleet(instances)
     payloads = list(fleet.heartbeats())
     client = await nats.connect(url, name="bench-publisher", max_reconnect_attempts=0)
-    processed = 0
-    advanced = asyncio.Event()
-
-    async def on_progress(msg):
-        nonlocal processed
-        processed = orjson.loads(msg.data)["msgs"]
-        advanced.set()
-
-    await client.subscribe("bench.progress", cb=on_progress)
-    await client.flush()
-    baseline = processed
+    progress = HmProgress()
+    await progress.watch(client)
+    progress.count_from_now()
     sent = 0
     started = time.perf_counter()
     count = len(payloads)
@@ -46,12 +72,8 @@ async def publish(url, instances, messages, rate):
             if sent >= due:
                 await asyncio.sleep(PACE_TICK)
                 continue
-        if sent - (processed - baseline) >= WINDOW:
-            advanced.clear()
-            try:
-                await asyncio.wait_for(advanced.wait(), 1.0)
-            except asyncio.TimeoutError:
-                pass
+        if progress.in_flight(sent) >= WINDOW:
+            await progress.advance()
             continue
         await client.publish("dea.heartbeat", payloads[sent % count])
         sent += 1
