@@ -184,8 +184,9 @@ class StatusResource(Resource):
         return None
 
 
-class _StatusSite(Site):
-    """A Site whose access log goes to debug: the collector polls /varz all day."""
+class QuietSite(Site):
+    """A Site whose access log goes to debug: the collector polls /varz all day (and on
+    HM9000's ports DEAs post every heartbeat interval, CCs ask on every listing)."""
 
     access_log = Logger()
 
@@ -234,7 +235,7 @@ class StatusServer(Service):
                 b"/v1/apps": apps.render_list,
             },
             prefixes=[(b"/v1/apps/", apps.render_one)])
-        self.site = _StatusSite(resource, reactor=reactor)
+        self.site = QuietSite(resource, reactor=reactor)
         self.site.noisy = False
         self.ip: str | None = None
         self.port: int | None = None

@@ -40,15 +40,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from health_manager.config import ConfigError
-from health_manager.contracts.hm9000.serving import (
-    TEXT,
-    PortService,
-    QuietSite,
-    refuse_other_routes,
-)
+from health_manager.contracts.hm9000.serving import TEXT, PortService, refuse_other_routes
 from health_manager.interfaces import IMessageBus
 from health_manager.metrics import Hm9000Counters
 from health_manager.web.responses import send
+from health_manager.web.status_server import QuietSite
 
 HEARTBEAT_SUBJECT = "dea.heartbeat"
 PATH = b"/dea/heartbeat"

@@ -28,15 +28,10 @@ from health_manager.contracts.hm9000.app_state import (
     bulk_body,
     parse_bulk_request,
 )
-from health_manager.contracts.hm9000.serving import (
-    TEXT,
-    PortService,
-    QuietSite,
-    refuse_other_routes,
-)
+from health_manager.contracts.hm9000.serving import TEXT, PortService, refuse_other_routes
 from health_manager.metrics import Hm9000Counters
 from health_manager.web.responses import finish, send
-from health_manager.web.status_server import basic_auth_valid
+from health_manager.web.status_server import QuietSite, basic_auth_valid
 
 API = "bulk_app_state"
 PATH = b"/bulk_app_state"

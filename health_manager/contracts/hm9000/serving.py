@@ -1,6 +1,6 @@
 """What the HM9000 contract's two HTTP servers share: one route each (a POST to one path,
-as HM9000's servers had), a site that logs requests at debug only, and a service that binds
-one configured port at start."""
+as HM9000's servers had), the status port's quiet site (requests logged at debug only), and
+a service that binds one configured port at start."""
 
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +10,7 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 
 from health_manager.web.responses import send
 from health_manager.web.status_server import StatusPortError
@@ -34,17 +34,6 @@ def refuse_other_routes(request: Request, path: bytes) -> bytes | None:
 class PortError(StatusPortError):
     """A configured port cannot be listened on; twistd start-up reports it as one line and
     exits 1, as for the status port (tap.py)."""
-
-
-class QuietSite(Site):
-    """Access log at debug: DEAs post every heartbeat interval, CCs ask on every listing."""
-
-    access_log = Logger()
-
-    def log(self, request):
-        self.access_log.debug(
-            "{method} {path} {code}", method=request.method.decode("ascii", "replace"),
-            path=request.path.decode("ascii", "replace"), code=request.code)
 
 
 class PortService(Service):
