@@ -4,6 +4,14 @@ what the CC makes of them."""
 
 FLAPPING_CRASH_COUNT_THRESHOLD = 3  # ccng `flapping_crash_count_threshold` default
 
+# The App JSON's parts, field by field with their types (HM9000.md §2.2).
+HEARTBEAT_FIELDS = {"droplet": str, "version": str, "instance": str, "index": int,
+                    "state": str, "state_timestamp": float, "dea_guid": str}
+CRASH_COUNT_FIELDS = {"droplet": str, "version": str, "instance_index": int,
+                      "crash_count": int, "created_at": int}
+DESIRED_FIELDS = {"id": str, "version": str, "instances": int, "state": str,
+                  "package_state": str}
+
 
 def healthy_instances(reply, guid, instances):
     """`healthy_instance_count`: distinct indices below `instances` with a STARTING or

@@ -9,16 +9,16 @@ from twisted.trial.unittest import TestCase
 from health_manager.bus import NatsBus
 from health_manager.contracts.hm9000.serving import PortError
 from health_manager.simulation.nats_server import NatsServer
-from spec.hm9000_cc import find_crashes, find_flapping_indices, healthy_instances
+from spec.hm9000_cc import (
+    CRASH_COUNT_FIELDS,
+    DESIRED_FIELDS,
+    HEARTBEAT_FIELDS,
+    find_crashes,
+    find_flapping_indices,
+    healthy_instances,
+)
 from spec.integration.hm9000_support import API_PASSWORD, API_USER, Hm9000Stack, entry, heartbeat
 from spec.integration.support import connected, wait_until
-
-HEARTBEAT_FIELDS = {"droplet": str, "version": str, "instance": str, "index": int,
-                    "state": str, "state_timestamp": float, "dea_guid": str}
-CRASH_COUNT_FIELDS = {"droplet": str, "version": str, "instance_index": int,
-                      "crash_count": int, "created_at": int}
-DESIRED_FIELDS = {"id": str, "version": str, "instances": int, "state": str,
-                  "package_state": str}
 
 
 class AppStateApiTests(TestCase):

@@ -18,17 +18,18 @@ from health_manager.contracts.hm9000.ledger import LISTED_STATES, HeartbeatLedge
 from health_manager.contracts.hm9000.nats_api import NatsAppStateApi
 from health_manager.metrics import HealthFacts, Hm9000Counters, Metrics
 from health_manager.web.prometheus import exposition
-from spec.hm9000_cc import find_crashes, find_flapping_indices, healthy_instances
+from spec.hm9000_cc import (
+    CRASH_COUNT_FIELDS,
+    DESIRED_FIELDS,
+    HEARTBEAT_FIELDS,
+    find_crashes,
+    find_flapping_indices,
+    healthy_instances,
+)
 from spec.unit.policy_rig import PolicyRig
 
 TTL = 30  # the rig's droplet_lost
 
-HEARTBEAT_FIELDS = {"droplet": str, "version": str, "instance": str, "index": int,
-                    "state": str, "state_timestamp": float, "dea_guid": str}
-CRASH_COUNT_FIELDS = {"droplet": str, "version": str, "instance_index": int,
-                      "crash_count": int, "created_at": int}
-DESIRED_FIELDS = {"id": str, "version": str, "instances": int, "state": str,
-                  "package_state": str}
 
 
 class Hm9000Rig(PolicyRig):
