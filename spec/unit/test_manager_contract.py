@@ -1,33 +1,20 @@
 """The Manager speaks exactly one contract, the one `cc_protocol` names (issue 19): its
 starts and stops, its CC's policy parameters and desired-state reading, its answers."""
 
-from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
-from health_manager.config import build_config
 from health_manager.constants import LOW
-from health_manager.manager import Manager
-from health_manager.testing.bus import InMemoryBus
 from health_manager.testing.orders import start_order
+from spec.unit.test_manager_ha import manager
 
-BASE = {"mbus": "nats://127.0.0.1:4222", "bulk_api": {"host": "h"}}
-HM9000 = {"mbus": "nats://127.0.0.1:4222", "cc_protocol": "hm9000",
+HM9000 = {"cc_protocol": "hm9000",
           "bulk_api": {"host": "h", "user": "bulk_api", "password": "secret"},
           "hm9000": {"api_port": 0, "api_user": "internal", "api_password": "secret"}}
 
 
-def manager(raw):
-    config, _ = build_config(raw, {})
-    reactor = task.Clock()
-    bus = InMemoryBus(reactor)
-    bus.start()
-    bus.set_connected(True)
-    return Manager(config, reactor, bus=bus, http_client=object()), bus
-
-
 class ContractSelectionTests(SynchronousTestCase):
     def test_hm2_by_default(self):
-        hm, bus = manager(BASE)
+        hm, bus = manager()
         hm.nudger.queue_start("a", 0, LOW, lambda: start_order("a"))
         self.assertEqual(len(bus.published_json("health.start")), 1)
         self.assertEqual(bus.published_json("hm9000.start"), [])
@@ -36,7 +23,7 @@ class ContractSelectionTests(SynchronousTestCase):
         self.assertFalse(hm.contract.policy.restart_only_index_zero_while_app_down)
 
     def test_hm9000_speaks_only_hm9000(self):
-        hm, bus = manager(HM9000)
+        hm, bus = manager(**HM9000)
         hm.nudger.queue_start("a", 0, LOW, lambda: start_order("a"))
         [start] = bus.published_json("hm9000.start")
         self.assertEqual(set(start), {"message_id", "droplet", "version", "instance_index"})
@@ -49,7 +36,7 @@ class ContractSelectionTests(SynchronousTestCase):
     def test_configured_subjects(self):
         raw = dict(HM9000, hm9000=dict(HM9000["hm9000"], start_subject="x.start",
                                        stop_subject="x.stop"))
-        hm, bus = manager(raw)
+        hm, bus = manager(**raw)
         hm.nudger.queue_start("a", 0, LOW, lambda: start_order("a"))
         self.assertEqual(len(bus.published_json("x.start")), 1)
         self.assertEqual(hm.contract.stop_subject, "x.stop")
