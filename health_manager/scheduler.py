@@ -14,7 +14,7 @@ PENDING_SWEEP = 1024
 
 
 class Receipt:
-    """A cancellable handle on one delayed call."""
+    """A cancellable handle on one delayed call (None: a call refused after stop())."""
 
     __slots__ = ("_call",)
 
@@ -22,11 +22,11 @@ class Receipt:
         self._call = call
 
     def cancel(self):
-        if self._call.active():
+        if self._call is not None and self._call.active():
             self._call.cancel()
 
     def active(self):
-        return self._call.active()
+        return self._call is not None and self._call.active()
 
     def when(self):
         """The clock time the call is due at (only meaningful while active)."""
@@ -50,6 +50,7 @@ class Scheduler:
         self._in_flight = set()
         self._idle_waiters = []
         self._running = False
+        self._stopped = False
 
     def now(self):
         return self._clock.seconds()
@@ -70,6 +71,11 @@ class Scheduler:
         return self._once(self._eventual, 0, fn, name)
 
     def _once(self, clock, delay, fn, name):
+        if self._stopped:
+            # A message still arriving while the HM stops (a crash, say) must not leave a
+            # timer behind it: stop() promised that nothing scheduled runs any more.
+            self.log.debug("{name} not scheduled: stopped", name=name)
+            return Receipt(None)
         holder: list[IDelayedCall] = []
         call = clock.callLater(delay, self._run_once, fn, name, holder)
         holder.append(call)
@@ -91,6 +97,7 @@ class Scheduler:
         """Cancel every timer, periodic or one-shot (flapping restarts, retries). Returns
         a Deferred firing once in-flight work ends."""
         self._running = False
+        self._stopped = True
         for entry in self._periodic:
             if entry[3] is not None and entry[3].active():
                 entry[3].cancel()

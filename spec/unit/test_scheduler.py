@@ -100,6 +100,17 @@ class SchedulerTests(SynchronousTestCase):
         self.clock.advance(10)
         self.assertEqual((self.calls, self.clock.getDelayedCalls()), ([], []))
 
+    def test_nothing_is_scheduled_after_stop(self):
+        """A one-shot asked for after stop() (a crash heard while the HM stops) is refused:
+        no timer outlives the stop."""
+        self.successResultOf(self.scheduler.stop())
+        receipt = self.scheduler.after(5, lambda: self.calls.append("after"), "a")
+        self.scheduler.immediately(lambda: self.calls.append("now"), "n")
+        self.clock.advance(10)
+        self.assertEqual((self.calls, self.clock.getDelayedCalls(), receipt.active()),
+                         ([], [], False))
+        receipt.cancel()
+
     def test_on_run_hears_durations(self):
         """on_run(name, seconds) hears each callback's name and run time on `eventual`."""
         runs = []
