@@ -11,10 +11,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 
+from health_manager.slicing import Sliced
 from health_manager.web.responses import finish, json_body, send_json
 
 if TYPE_CHECKING:
@@ -58,67 +59,31 @@ def _flag(request, name):
     raise BadQuery(f"{name} must be 1 or 0, got {text!r}")
 
 
-class Scan:
+def scan_apps(view: "StateView", reactor: IReactorTime, start: int,
+              visit: Callable[[dict[str, Any]], bool], slice_apps: int = SLICE_APPS,
+              budget: float = SLICE_BUDGET) -> "Sliced[int | None]":
     """One walk over a droplet snapshot from `start`, calling `visit(entry)` on each app's
     summary until it returns False; fires with the offset after the last app visited, or
     None once the snapshot is exhausted."""
+    return Sliced(reactor, _walk(view, view.droplets(), start, visit), budget,
+                  per_turn=slice_apps, check_every=_CHECK_EVERY)
 
-    def __init__(self, view: "StateView", reactor: IReactorTime, start: int,
-                 visit: Callable[[dict[str, Any]], bool], slice_apps: int = SLICE_APPS,
-                 budget: float = SLICE_BUDGET) -> None:
-        self._view = view
-        self._reactor = reactor
-        self._droplets = view.droplets()
-        self._position = start
-        self._visit = visit
-        self._slice_apps = slice_apps
-        self._budget = budget
-        self._cancelled = False
-        self._call: IDelayedCall | None = None
-        self.done: defer.Deferred[int | None] = defer.Deferred(lambda _: self.cancel())
 
-    def run(self) -> "defer.Deferred[int | None]":
-        self._slice()
-        return self.done
-
-    def cancel(self) -> None:
-        self._cancelled = True
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-
-    def _slice(self):
-        self._call = None
-        if self._cancelled:
-            return
-        view = self._view
-        droplets = self._droplets
-        seconds = self._reactor.seconds
-        began = seconds()
-        end = min(len(droplets), self._position + self._slice_apps)
-        position = self._position
-        while position < end:
-            droplet = droplets[position]
-            position += 1
-            if view.is_current(droplet) and not self._visit(
-                    view.app_summary(droplet)):
-                self._finish(position if position < len(droplets) else None)
-                return
-            if position % _CHECK_EVERY == 0 and seconds() - began >= self._budget:
-                break
-        self._position = position
-        if position >= len(droplets):
-            self._finish(None)
-            return
-        self._call = self._reactor.callLater(0, self._slice)
-
-    def _finish(self, next_position):
-        if not self.done.called:
-            self.done.callback(next_position)
+def _walk(view, droplets, start, visit):
+    """A step per app. The pause comes before each app but the first, so the step that
+    visits the last app also ends the walk, in the same turn."""
+    for position in range(start, len(droplets)):
+        if position > start:
+            yield
+        droplet = droplets[position]
+        if view.is_current(droplet) and not visit(view.app_summary(droplet)):
+            return position + 1 if position + 1 < len(droplets) else None
+    return None
 
 
 def listing(view: "StateView", reactor: IReactorTime, start: int = 0, limit: int = DEFAULT_LIMIT,
-            unhealthy: bool = False,
-            **scan_options: Any) -> tuple["defer.Deferred[dict[str, Any]]", Scan]:
+            unhealthy: bool = False, **scan_options: Any
+            ) -> tuple["defer.Deferred[dict[str, Any]]", Sliced[int | None]]:
     """A Deferred firing with the /v1/apps body for one page."""
     apps: list[dict[str, Any]] = []
 
@@ -127,7 +92,7 @@ def listing(view: "StateView", reactor: IReactorTime, start: int = 0, limit: int
             apps.append(entry)
         return len(apps) < limit
 
-    scan = Scan(view, reactor, start, visit, **scan_options)
+    scan = scan_apps(view, reactor, start, visit, **scan_options)
 
     def body(next_position):
         return {"summary": view.summary(), "apps": apps, "next": next_position,

@@ -2,7 +2,7 @@
 so it works on an air-gapped foundation; it refreshes itself every `REFRESH` seconds.
 
 It shows the foundation summary, then the unhealthy apps with each one's reason, then a
-sample of the healthy ones. The apps are gathered with the same sliced Scan as /v1/apps.
+sample of the healthy ones. The apps are gathered with the same sliced scan as /v1/apps.
 """
 
 import html
@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 
-from health_manager.web.apps_api import Scan
+from health_manager.web.apps_api import scan_apps
 from health_manager.web.responses import finish
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class StatusPage:
                 more["healthy"] = True
             return True
 
-        scan = Scan(self._view, self._reactor, 0, visit)
+        scan = scan_apps(self._view, self._reactor, 0, visit)
         request.notifyFinish().addErrback(lambda _: scan.cancel())
 
         def done(_):

@@ -10,8 +10,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from health_manager.constants import RUNNING
 from health_manager.contracts.hm9000.app_state import (
     NOT_DESIRED,
-    AppStateQuery,
     AppStateRenderer,
+    app_state_query,
     bulk_body,
 )
 from health_manager.contracts.hm9000.ledger import LISTED_STATES, HeartbeatLedger, collect
@@ -438,10 +438,10 @@ class AppStateQueryTests(SynchronousTestCase):
         rig.fresh()
         heartbeats()
         requests = [(app, "v1") for app in apps] + [("app-0", "v9"), ("x", "v1")]
-        whole = self.successResultOf(AppStateQuery(rig.renderer, requests, rig.clock,
+        whole = self.successResultOf(app_state_query(rig.renderer, requests, rig.clock,
                                                    budget=60).run())
         self.assertEqual(list(whole), apps)
-        sliced = AppStateQuery(rig.renderer, requests, rig.clock, budget=0).run()
+        sliced = app_state_query(rig.renderer, requests, rig.clock, budget=0).run()
         self.assertFalse(sliced.called)
         self.assertEqual(len(rig.clock.getDelayedCalls()), 1)
         rig.clock.advance(0)  # task.Clock runs every turn the slices schedule
@@ -450,7 +450,7 @@ class AppStateQueryTests(SynchronousTestCase):
         self.assertEqual({guid: [b["instance"] for b in app["instance_heartbeats"]]
                           for guid, app in reply.items()},
                          {app: ["g", "h"] for app in apps})
-        cancelled = AppStateQuery(rig.renderer, requests, rig.clock, budget=0).run()
+        cancelled = app_state_query(rig.renderer, requests, rig.clock, budget=0).run()
         cancelled.cancel()
         self.failureResultOf(cancelled)
         self.assertEqual(rig.clock.getDelayedCalls(), [])

@@ -14,13 +14,12 @@ Shape decisions (HM9000.md §2.2):
   actual freshness gates it): a CC asking during a bulk-API outage still sees its instances.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import msgspec
 import orjson
-from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 
 from health_manager.constants import PENDING, STAGED, STARTED
 from health_manager.contracts.hm9000.ledger import HeartbeatLedger, Listed, Report, collect
@@ -28,6 +27,7 @@ from health_manager.freshness import ActualFreshness
 from health_manager.model.heartbeat import Heartbeat
 from health_manager.model.instance import AppInstance
 from health_manager.model.registry import DropletRegistry
+from health_manager.slicing import Sliced
 
 EMPTY = b"{}"
 NOT_DESIRED = {"id": "", "version": "", "instances": 0, "state": "", "package_state": ""}
@@ -136,68 +136,37 @@ class AppStateRenderer:
                 "instance_heartbeats": heartbeats, "crash_counts": crash_counts}
 
 
-class AppStateQuery:
+def app_state_query(renderer: AppStateRenderer, requests: list[tuple[str, str]],
+                    reactor: IReactorTime,
+                    budget: float = SLICE_BUDGET) -> "Sliced[dict[str, bytes] | None]":
     """One question for apps, answered over as many reactor turns as it needs (at most
     `budget` seconds each): the present DEAs' latest heartbeats are scanned for the wanted
-    droplets (4 ms per 100k instances), then each app is rendered. `done` fires with
+    droplets (4 ms per 100k instances), then each app is rendered. It fires with
     guid -> App JSON (bytes) for the apps that exist, or None when the actual state is not
     fresh as it begins. A guid asked twice shows the last of its versions that exists (as
     HM9000's map assignment)."""
+    return Sliced(reactor, _answer(renderer, requests), budget)
 
-    def __init__(self, renderer: AppStateRenderer, requests: list[tuple[str, str]],
-                 reactor: IReactorTime, budget: float = SLICE_BUDGET) -> None:
-        self._renderer = renderer
-        self._requests = requests
-        self._reactor = reactor
-        self._budget = budget
-        self._found: dict[str, bytes] = {}
-        self._steps: Iterator[None] | None = None
-        self._call: IDelayedCall | None = None
-        self._cancelled = False
-        self.done: defer.Deferred[dict[str, bytes] | None] = defer.Deferred(
-            lambda _: self.cancel())
 
-    def run(self) -> "defer.Deferred[dict[str, bytes] | None]":
-        if not self._renderer.is_fresh():
-            self.done.callback(None)
-        else:
-            self._steps = self._work()
-            self._slice()
-        return self.done
-
-    def cancel(self) -> None:
-        """Stop (the client went away)."""
-        self._cancelled = True
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-
-    def _work(self) -> Iterator[None]:
-        """The query as steps, each a small bounded piece of work."""
-        reports = self._renderer.present()
-        wanted = {droplet for droplet, _ in self._requests}
-        listed: Listed = {}
-        for start in range(0, len(reports), DEAS_PER_STEP):
-            collect(reports[start:start + DEAS_PER_STEP], wanted, listed)
-            yield
-        render = self._renderer.app
-        found = self._found
-        for droplet, version in self._requests:
-            app = render(droplet, version, listed.get(droplet, ()))
-            if app is not None:
-                found[droplet] = orjson.dumps(app)
-            yield
-
-    def _slice(self) -> None:
-        self._call = None
-        if self._cancelled:
-            return
-        seconds = self._reactor.seconds
-        began = seconds()
-        for _ in self._steps:  # type: ignore[union-attr]  # set by run()
-            if seconds() - began >= self._budget:
-                self._call = self._reactor.callLater(0, self._slice)
-                return
-        self.done.callback(self._found)
+def _answer(renderer: AppStateRenderer, requests: list[tuple[str, str]]
+            ) -> Generator[None, None, dict[str, bytes] | None]:
+    """The query as steps, each a small bounded piece of work."""
+    if not renderer.is_fresh():
+        return None
+    reports = renderer.present()
+    wanted = {droplet for droplet, _ in requests}
+    listed: Listed = {}
+    for start in range(0, len(reports), DEAS_PER_STEP):
+        collect(reports[start:start + DEAS_PER_STEP], wanted, listed)
+        yield
+    render = renderer.app
+    found: dict[str, bytes] = {}
+    for droplet, version in requests:
+        app = render(droplet, version, listed.get(droplet, ()))
+        if app is not None:
+            found[droplet] = orjson.dumps(app)
+        yield
+    return found
 
 
 def bulk_body(found: dict[str, bytes] | None) -> bytes:

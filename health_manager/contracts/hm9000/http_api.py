@@ -8,7 +8,7 @@ the Cloud Controllers from 2014-10 on, on its own port (`hm9000.api_port`,
 - Other paths 404; another method on the route 405.
 - The body is a JSON array of `{droplet, version}`; the reply is always 200 with the object
   guid -> App JSON, or `{}` when the actual state is not fresh or the body does not parse.
-  A big question is answered over several reactor turns (AppStateQuery).
+  A big question is answered over several reactor turns (app_state_query).
 """
 
 from typing import Any
@@ -22,9 +22,9 @@ from twisted.web.server import NOT_DONE_YET, Request
 from health_manager.contracts.hm9000.app_state import (
     EMPTY,
     SLICE_BUDGET,
-    AppStateQuery,
     AppStateRenderer,
     BadRequest,
+    app_state_query,
     bulk_body,
     parse_bulk_request,
 )
@@ -73,7 +73,7 @@ class BulkAppStateResource(Resource):
             self.log.warn("answered {{}} to a POST /bulk_app_state body that does not "
                           "parse: {problem}", problem=e)
             return send(request, EMPTY, JSON)
-        query = AppStateQuery(self._renderer, requests, self._reactor, self._budget)
+        query = app_state_query(self._renderer, requests, self._reactor, self._budget)
         request.notifyFinish().addErrback(lambda _: query.cancel())
         answered = query.run()
         answered.addCallback(lambda found: finish(request, bulk_body(found), JSON))

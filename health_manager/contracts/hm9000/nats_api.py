@@ -18,9 +18,9 @@ from twisted.logger import Logger
 from health_manager.contracts.hm9000.app_state import (
     EMPTY,
     SLICE_BUDGET,
-    AppStateQuery,
     AppStateRenderer,
     BadRequest,
+    app_state_query,
     bulk_body,
     parse_app_request,
     parse_bulk_request,
@@ -81,7 +81,7 @@ class NatsAppStateApi:
 
     def _answer(self, subject: str, reply: str, requests: list[tuple[str, str]],
                 body: Callable[[dict[str, bytes] | None], bytes]) -> None:
-        answered = AppStateQuery(self._renderer, requests, self._reactor, self._budget).run()
+        answered = app_state_query(self._renderer, requests, self._reactor, self._budget).run()
         answered.addCallback(lambda found: self._bus.publish(reply, body(found)))
         answered.addErrback(lambda failure: self.log.failure(
             "answering an {subject} request failed", failure, subject=subject))
