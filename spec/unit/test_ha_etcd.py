@@ -10,11 +10,12 @@ from zope.interface.verify import verifyObject
 from health_manager.config import build_config
 from health_manager.ha.etcd import EtcdJournalStore, EtcdLeaseStore, EtcdUnavailable, envelope
 from health_manager.ha.journal import IJournalStore, Journal
-from health_manager.ha.lease import LEADER, ILeaseStore, Lease, LeaseUnavailable
+from health_manager.ha.lease import LEADER, ILeaseStore, LeaseUnavailable
 from health_manager.metrics import Metrics
 from health_manager.model.durable import CrashRecord
 from health_manager.scheduler import Scheduler
 from health_manager.testing.etcd import FakeEtcd, FakeEtcdClient
+from spec.unit.lease_rig import LeaseRig
 
 LEASE, DEADLINE, RETRY = 15, 10, 2
 PREFIX = "hm"
@@ -30,30 +31,16 @@ def result(d):
     return answers[0]
 
 
-class Rig:
+class Rig(LeaseRig):
     """One FakeEtcd, `count` HMs each with its own client, lease store and Lease."""
 
     def __init__(self, count=2, lease=LEASE):
-        self.clock = task.Clock()
-        self.clock.advance(1000)
-        self.etcd = FakeEtcd(self.clock)
+        clock = task.Clock()
+        clock.advance(1000)
+        self.etcd = FakeEtcd(clock)
         self.clients = [FakeEtcdClient(self.etcd) for _ in range(count)]
         self.stores = [EtcdLeaseStore(c, PREFIX) for c in self.clients]
-        self.leases = [Lease(s, self.clock, f"hm-{n}", lease, DEADLINE, RETRY,
-                                  monotonic=self.clock.seconds)
-                       for n, s in enumerate(self.stores)]
-
-    def start(self):
-        for lease in self.leases:
-            lease.start()
-        self.clock.advance(RETRY)
-
-    def advance(self, seconds, step=0.25):
-        for _ in range(int(seconds / step)):
-            self.clock.advance(step)
-
-    def acting(self):
-        return [lease for lease in self.leases if lease.is_acting()]
+        super().__init__(clock, self.stores, lease, DEADLINE, RETRY)
 
 
 class EtcdLeaseTests(SynchronousTestCase):

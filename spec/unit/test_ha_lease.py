@@ -6,8 +6,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from health_manager.ha.lease import ILeaseStore, Lease, LeaseUnavailable
+from health_manager.ha.lease import ILeaseStore, LeaseUnavailable
 from health_manager.interfaces import ILeadership
+from spec.unit.lease_rig import LeaseRig
 
 LEASE, DEADLINE, RETRY = 15, 10, 2
 
@@ -94,25 +95,11 @@ class LogCapture:
         return [e for e in self.events if e.get("log_format", "").startswith("HA:")]
 
 
-class Rig:
+class Rig(LeaseRig):
     def __init__(self, case, count=1):
-        self.clock = task.Clock()
-        self.store = MemoryLeaseStore(self.clock)
-        self.leases = [Lease(self.store, self.clock, f"hm-{n}", LEASE, DEADLINE, RETRY,
-                                  monotonic=self.clock.seconds) for n in range(count)]
-
-    def start(self):
-        """Start every lease and run their first try (one retry period later)."""
-        for lease in self.leases:
-            lease.start()
-        self.clock.advance(RETRY)
-
-    def advance(self, seconds, step=0.25):
-        for _ in range(int(seconds / step)):
-            self.clock.advance(step)
-
-    def acting(self):
-        return [lease.holder_id for lease in self.leases if lease.is_acting()]
+        clock = task.Clock()
+        self.store = MemoryLeaseStore(clock)
+        super().__init__(clock, [self.store] * count, LEASE, DEADLINE, RETRY)
 
 
 class LeaseTests(SynchronousTestCase):
@@ -126,12 +113,12 @@ class LeaseTests(SynchronousTestCase):
         """Of three HMs exactly one leads, with epoch 1; the others know who leads."""
         rig = Rig(self, 3)
         rig.start()
-        self.assertEqual(rig.acting(), ["hm-0"])
+        self.assertEqual(rig.acting_ids(), ["hm-0"])
         self.assertEqual([lease.role for lease in rig.leases], ["leader", "standby", "standby"])
         self.assertEqual({lease.epoch for lease in rig.leases}, {1})
         self.assertEqual({lease.leader_id for lease in rig.leases}, {"hm-0"})
         rig.advance(60)
-        self.assertEqual(rig.acting(), ["hm-0"])
+        self.assertEqual(rig.acting_ids(), ["hm-0"])
         self.assertEqual(rig.leases[0].transitions, 1)
 
     def test_dead_leader_replaced_within_lease_plus_retry(self):
@@ -141,7 +128,7 @@ class LeaseTests(SynchronousTestCase):
         rig.leases[0]._loop.stop()  # dies: no renewal, no release
         rig.leases[0].role = "standby"
         waited = 0
-        while rig.acting() != ["hm-1"]:
+        while rig.acting_ids() != ["hm-1"]:
             rig.clock.advance(0.25)
             waited += 0.25
         self.assertLessEqual(waited, LEASE + RETRY)
@@ -155,7 +142,7 @@ class LeaseTests(SynchronousTestCase):
         self.assertIsNone(rig.store.holder)
         self.assertFalse(rig.leases[0].is_acting())
         rig.clock.advance(RETRY)
-        self.assertEqual(rig.acting(), ["hm-1"])
+        self.assertEqual(rig.acting_ids(), ["hm-1"])
 
     def test_stop_waits_for_an_acquire_in_flight(self):
         """A stop during an acquire that then succeeds still releases the lease."""
@@ -189,9 +176,9 @@ class LeaseTests(SynchronousTestCase):
         for _ in range(int((LEASE + RETRY) / 0.25)):
             rig.clock.advance(0.25)
             self.assertFalse(paused.is_acting() and rig.leases[1].is_acting())
-        self.assertEqual(rig.acting(), ["hm-1"])
+        self.assertEqual(rig.acting_ids(), ["hm-1"])
         paused._loop.start(RETRY, now=True)  # resumes
-        self.assertEqual(rig.acting(), ["hm-1"])
+        self.assertEqual(rig.acting_ids(), ["hm-1"])
         self.assertEqual((paused.role, paused.leader_id, paused.epoch), ("standby", "hm-1", 2))
 
     def test_store_down_no_one_acts_then_one_leads(self):
@@ -200,16 +187,16 @@ class LeaseTests(SynchronousTestCase):
         rig.start()
         rig.store.down = True
         rig.advance(DEADLINE - 0.5)
-        self.assertEqual(rig.acting(), ["hm-0"])
+        self.assertEqual(rig.acting_ids(), ["hm-0"])
         rig.advance(1)
-        self.assertEqual(rig.acting(), [])
+        self.assertEqual(rig.acting_ids(), [])
         self.assertEqual([lease.role for lease in rig.leases], ["standby", "standby"])
         rig.advance(30)
-        self.assertEqual(rig.acting(), [])
+        self.assertEqual(rig.acting_ids(), [])
         rig.store.down = False
         rig.store.holder, rig.store.epoch = None, 0  # a restarted Redis has lost its data
         rig.advance(RETRY)
-        self.assertEqual(len(rig.acting()), 1)
+        self.assertEqual(len(rig.acting_ids()), 1)
         self.assertEqual({lease.epoch for lease in rig.leases}, {2})  # fencing token still grows
 
     def test_store_down_logged_once_per_transition(self):
