@@ -14,15 +14,17 @@ import sys
 import sysconfig
 import time
 
+import orjson
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from twisted.internet.error import ConnectError
 from twisted.trial.unittest import SkipTest
 
 from health_manager.simulation.nats_server import free_port
-from spec.integration.support import ROOT
+from spec.integration.support import ROOT, sleep
 
 JOB_DIR = os.path.join(ROOT, "deploy", "bosh", "jobs", "health_manager")
 JOB_SPEC = os.path.join(JOB_DIR, "spec")
@@ -225,3 +227,51 @@ class PemAuthority:
                 .public_key(public_key).serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(minutes=5))
                 .not_valid_after(now + datetime.timedelta(days=1)))
+
+
+def healthy(code, body):
+    """/healthz says ok as the CF collector reads it: 200 and the body, stripped and
+    lower-cased, `ok`."""
+    return code == 200 and body.strip().lower() == b"ok"
+
+
+def alive(pid):
+    """True while `pid` runs (a zombie, exited but not reaped, is not running)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def wait_healthz(test, get, timeout=15):
+    """Until the status port's /healthz says ok; `get(path)` answers (code, body). A refused
+    connection (the HM still starting) is tried again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if healthy(*await get("/healthz")):
+                return
+        except ConnectError:
+            pass
+        test.assertLess(time.monotonic(), deadline, f"/healthz not ok within {timeout} s")
+        await sleep(0.1)
+
+
+async def varz_when(test, get, predicate, timeout=15):
+    """The first /varz for which `predicate` holds; `get(path)` answers (code, body). A
+    refused connection (the HM still starting) is tried again; any answer but 200 fails."""
+    deadline = time.monotonic() + timeout
+    varz = None
+    while True:
+        try:
+            code, body = await get("/varz")
+        except ConnectError:
+            pass
+        else:
+            test.assertEqual(code, 200)
+            varz = orjson.loads(body)
+            if predicate(varz):
+                return varz
+        test.assertLess(time.monotonic(), deadline, f"/varz never matched: {varz}")
+        await sleep(0.1)

@@ -14,7 +14,6 @@ import treq
 import yaml
 from treq.client import HTTPClient
 from twisted.internet import reactor
-from twisted.internet.error import ConnectError
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -29,12 +28,15 @@ from spec.integration.bosh_support import (
     MONIT,
     RedisServer,
     ScratchVcap,
+    alive,
     fragment,
     render,
     render_ok,
+    varz_when,
+    wait_healthz,
     with_properties,
 )
-from spec.integration.support import sleep, wait_until
+from spec.integration.support import wait_until
 
 # cf-release's health_manager_next spec defaults (the issue's list), as rendered.
 NEXT_INTERVALS = {
@@ -216,28 +218,13 @@ class StartOnRenderedConfigTests(TestCase):
         response = await self.http.get(f"http://127.0.0.1:{port}{path}", auth=(user, password))
         return response.code, await treq.content(response)
 
-    async def wait_healthz(self, port, user, password):
-        async def ok():
-            try:
-                return _healthy(*await self.get(port, "/healthz", user, password))
-            except ConnectError:
-                return False
-        deadline = time.monotonic() + 15
-        while not await ok():
-            self.assertLess(time.monotonic(), deadline, "no /healthz within 15 s")
-            await sleep(0.1)
+    def wait_healthz(self, port, user, password):
+        return wait_healthz(self, lambda path: self.get(port, path, user, password))
 
-    async def varz_when(self, port, predicate, timeout=10):
+    def varz_when(self, port, predicate, timeout=10):
         """The first /varz (as user hm) for which `predicate` holds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            code, body = await self.get(port, "/varz", "hm", "hm-status-secret")
-            self.assertEqual(code, 200)
-            varz = orjson.loads(body)
-            if predicate(varz):
-                return varz
-            self.assertLess(time.monotonic(), deadline, f"/varz never matched: {varz}")
-            await sleep(0.1)
+        return varz_when(self, lambda path: self.get(port, path, "hm", "hm-status-secret"),
+                         predicate, timeout)
 
     def assertOnlyNoEffectWarnings(self, vcap):
         warnings = re.findall(r"#warn\] (.*)", vcap.log())
@@ -251,7 +238,7 @@ class StartOnRenderedConfigTests(TestCase):
         self.assertEqual(code, 0, output)
         self.assertLess(elapsed, MONIT_TIMEOUT)
         self.assertNotIn("SIGKILL", output)
-        self.assertFalse(_alive(pid))
+        self.assertFalse(alive(pid))
         self.assertIn("health manager stopped", vcap.log())
 
     async def test_spec_defaults_start(self):
@@ -271,7 +258,7 @@ class StartOnRenderedConfigTests(TestCase):
             try:
                 found = await bus.request("vcap.component.discover", b"", timeout=0.5)
             except RequestTimeout:
-                self.assertTrue(_alive(pid), vcap.log("health_manager.stderr.log"))
+                self.assertTrue(alive(pid), vcap.log("health_manager.stderr.log"))
         component = orjson.loads(found[0].data)
         host, port = component["host"].split(":")
         self.assertEqual(host, "127.0.0.1")
@@ -358,21 +345,6 @@ class StartOnRenderedConfigTests(TestCase):
         self.assertFalse(os.path.exists(vcap.config["pid"]))
 
 
-def _healthy(code, body):
-    """/healthz says ok as the CF collector reads it: 200 and the body, stripped and
-    lower-cased, `ok`."""
-    return code == 200 and body.strip().lower() == b"ok"
-
-
-def _alive(pid):
-    """True while `pid` runs (a zombie, exited but not reaped, is not running)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _kill(pid):
-    if _alive(pid):
+    if alive(pid):
         os.kill(pid, signal.SIGKILL)

@@ -26,7 +26,6 @@ import treq
 import yaml
 from OpenSSL import SSL
 from twisted.internet import defer, reactor, ssl
-from twisted.internet.error import ConnectError
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseNeverReceived
 
@@ -34,10 +33,9 @@ from health_manager.bus import NatsBus
 from health_manager.contracts.hm9000.gauges import NAMES as GAUGE_NAMES
 from health_manager.simulation.etcd_server import EtcdServer
 from health_manager.simulation.nats_server import NatsServer, free_port
-from spec.integration.bosh_support import PemAuthority, fragment
+from spec.integration.bosh_support import PemAuthority, alive, fragment, varz_when, wait_healthz
 from spec.integration.hm9000_support import ClientTls, entry, heartbeat, https_client
-from spec.integration.support import Recorder, connected, sleep, wait_until
-from spec.integration.test_deploy_bosh import _alive, _healthy
+from spec.integration.support import Recorder, connected, wait_until
 from spec.integration.test_deploy_bosh_hm9000 import CONFIG, HEARTBEAT_PORT, ctl, install
 
 NATS_MACHINES = ("127.0.0.1", "127.0.0.2")  # hm9000_realistic.yml's nats.machines
@@ -136,28 +134,6 @@ class RealisticStartTests(TestCase):
                                   auth=(status["user"], status["password"]), persistent=False)
         return response.code, await treq.content(response)
 
-    async def varz_when(self, predicate, timeout=15):
-        deadline = time.monotonic() + timeout
-        while True:
-            code, body = await self.status("/varz")
-            self.assertEqual(code, 200)
-            varz = orjson.loads(body)
-            if predicate(varz):
-                return varz
-            self.assertLess(time.monotonic(), deadline, f"/varz never matched: {varz}")
-            await sleep(0.1)
-
-    async def wait_healthz(self, timeout=15):
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if _healthy(*await self.status("/healthz")):
-                    return
-            except ConnectError:
-                pass
-            self.assertLess(time.monotonic(), deadline, "/healthz not ok in time")
-            await sleep(0.1)
-
     async def bulk_app_state(self, auth):
         """(code, headers, body) of the CC's POST /bulk_app_state on the rendered port."""
         hm9000 = self.config["hm9000"]
@@ -209,8 +185,9 @@ class RealisticStartTests(TestCase):
         with open(self.config["pid"]) as f:
             pid = int(f.read())
 
-        await self.wait_healthz()
-        varz = await self.varz_when(lambda v: v["nats_server"] and v["ha_role"] == "leader")
+        await wait_healthz(self, self.status)
+        varz = await varz_when(self, self.status,
+                               lambda v: v["nats_server"] and v["ha_role"] == "leader")
         self.assertEqual(varz["nats_server"], f"nats://nats:***@{NATS_RUNNING}:{nats_port}")
         self.assertEqual(varz["index"], 1)
         # HM9000's ten gauges under their names, unknown (-1) until both states are fresh.
@@ -242,7 +219,7 @@ class RealisticStartTests(TestCase):
         errors = [reason.value for reason in failure.reasons]
         self.assertTrue(errors and all(isinstance(e, SSL.Error) for e in errors), errors)
         self.assertIn("unknown ca", str(errors[0]))
-        varz = await self.varz_when(lambda v: v["https_tls_failures"] == 1)
+        varz = await varz_when(self, self.status, lambda v: v["https_tls_failures"] == 1)
         self.assertEqual((varz["https_heartbeats_received"], varz["https_heartbeats_relayed"]),
                          (1, 1))
         self.assertEqual(len(recorder.messages), 1)
@@ -255,7 +232,7 @@ class RealisticStartTests(TestCase):
         code, output = await ctl(vcap, "stop")
         self.assertEqual(code, 0, output)
         self.assertNotIn("SIGKILL", output)
-        self.assertFalse(_alive(pid))
+        self.assertFalse(alive(pid))
         self.assertFalse(os.path.exists(self.config["pid"]))
         self.assertIn("health manager stopped", vcap.log())
         print(f"\nstarted, checked and stopped in {time.monotonic() - started:.1f} s")

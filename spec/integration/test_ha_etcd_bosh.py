@@ -7,17 +7,13 @@ on 127.0.0.1:4001.
 """
 
 import os
-import time
 
-import orjson
 import treq
-from twisted.internet.error import ConnectError
 from twisted.trial.unittest import TestCase
 
 from health_manager.simulation.etcd_server import EtcdServer
 from health_manager.simulation.nats_server import free_port
-from spec.integration.bosh_support import PemAuthority, fragment
-from spec.integration.support import sleep
+from spec.integration.bosh_support import PemAuthority, fragment, varz_when
 from spec.integration.test_deploy_bosh_hm9000 import ctl, install
 
 ETCD_PORT = 4001
@@ -66,25 +62,14 @@ class Hm9000EtcdTests(TestCase):
         self.addCleanup(ctl, vcap, "stop")
         code, output = await ctl(vcap, "start")
         self.assertEqual(code, 0, output)
-        varz = await self.varz_when(status_port, lambda v: v.get("ha_role") == "leader")
+        varz = await varz_when(self, lambda path: self.status(status_port, path),
+                               lambda v: v.get("ha_role") == "leader", timeout=20)
         leader = etcd.get("/health_manager/leader")
         self.assertEqual(leader["value"], varz["uuid"])
         self.assertEqual(varz["ha_epoch"], leader["createdIndex"])
         self.assertIn(f"HA: etcd member https://127.0.0.1:{ETCD_PORT} answering", vcap.log())
 
-    async def varz_when(self, port, predicate, timeout=20):
-        deadline = time.monotonic() + timeout
-        varz = None
-        while varz is None or not predicate(varz):
-            self.assertLess(time.monotonic(), deadline, f"/varz never matched: {varz}")
-            await sleep(0.2)
-            try:
-                response = await treq.get(f"http://127.0.0.1:{port}/varz",
-                                          auth=(STATUS_USER, STATUS_PASSWORD),
-                                          persistent=False)
-                body = await response.content()
-            except ConnectError:
-                continue
-            if response.code == 200:
-                varz = orjson.loads(body)
-        return varz
+    async def status(self, port, path):
+        response = await treq.get(f"http://127.0.0.1:{port}{path}",
+                                  auth=(STATUS_USER, STATUS_PASSWORD), persistent=False)
+        return response.code, await response.content()
